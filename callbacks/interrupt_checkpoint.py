@@ -1,0 +1,16 @@
+"""Save <run dir>/checkpoints/last.ckpt when a run is interrupted (Ctrl-C, SIGTERM), so that
+`ckpt_path=` continues it. Not on other exceptions: a diverged run's weights are not worth resuming."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class InterruptCheckpoint(pl.Callback):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            trainer.save_checkpoint(str(self.path))

@@ -1,0 +1,124 @@
+"""The run record: summary.json in the run directory, written on rank 0 at the end of training and on
+failure, with a status. Fields are documented in README ("The run record")."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+STATUSES = ("ok", "diverged", "failed", "interrupted")
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    return {"torch": torch.__version__, "lightning": pl.__version__, "rulescape": git_commit()}
+
+
+def last(history: dict, key: str):
+    points = history.get(key) or []
+    return points[-1][1] if points else None
+
+
+def clean(value):
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+# summary key -> history key (the logged metric name)
+FINAL_KEYS = {"train_acc": "train/acc", "test_acc": "test/acc", "gap_acc": "gap/acc",
+              "train_loss": "train/loss", "test_loss": "test/loss", "gap_loss": "gap/loss",
+              "train_nmse": "train/nmse", "test_nmse": "test/nmse", "lambda_max": "curvature/lambda_max"}
+
+
+HISTORY_ALIASES = {"curvature/lambda_max": "lambda_max", "align/rho": "rho"}
+
+
+def history_name(key: str) -> str:
+    """Logged key -> summary history name: train/acc -> train_acc, curvature/lambda_max -> lambda_max."""
+    return HISTORY_ALIASES.get(key, key.replace("/", "_"))
+
+
+def build_summary(status: str, config: dict, history: dict, steps: int, wall_time_s: float,
+                  error: str | None = None, exact_rule: bool = False) -> dict:
+    """The summary dict from a run's flat history {metric key: [[step, value], ...]}."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status '{status}'; choose one of: {', '.join(STATUSES)}")
+    rho = [v for _, v in history.get("align/rho", []) if v is not None and math.isfinite(v)]
+    summary = {
+        "status": status,
+        "rule": config.get("rule", {}).get("name"),
+        "task": config.get("task", {}).get("name"),
+        "seed": config.get("seed"),
+        "steps": steps,
+        "lr": config.get("optimizer", {}).get("lr"),
+    }
+    summary.update({k: last(history, h) for k, h in FINAL_KEYS.items()})
+    summary["rho_mean"] = sum(rho) / len(rho) if rho else (1.0 if exact_rule else None)
+    summary["history"] = {history_name(k): v for k, v in history.items()}
+    summary.update({"error": error, "wall_time_s": wall_time_s, "versions": versions(), "config": config})
+    return clean(summary)
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """Atomic write: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, path)
+
+
+class RunRecord(pl.Callback):
+    """Collects every callback's `history` and writes summary.json (rank 0) when training ends or fails."""
+
+    def __init__(self, out_dir: str | Path, config: dict):
+        self.out_dir, self.config = Path(out_dir), config
+        self.start = time.time()
+        self.written_status: str | None = None
+
+    def collect_history(self, trainer) -> dict:
+        merged: dict = {}
+        for cb in trainer.callbacks:
+            merged.update(getattr(cb, "history", None) or {})
+        return merged
+
+    def write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
+        if trainer.global_rank != 0:
+            return
+        exact = bool(getattr(getattr(pl_module, "rule", None), "exact", False))
+        summary = build_summary(status, self.config, self.collect_history(trainer), trainer.global_step,
+                                time.time() - self.start, error=error, exact_rule=exact)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_summary(self.out_dir / "summary.json", summary)
+        self.written_status = status
+
+    def on_train_end(self, trainer, pl_module):
+        self.write(trainer, pl_module, "ok")
+
+    def on_exception(self, trainer, pl_module, exception):
+        from modules.lit_module import Diverged  # local: callbacks know no module at import time
+        if isinstance(exception, Diverged):
+            self.write(trainer, pl_module, "diverged", error=str(exception))
+        elif isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            self.write(trainer, pl_module, "interrupted", error=type(exception).__name__)
+        else:
+            self.write(trainer, pl_module, "failed", error=f"{type(exception).__name__}: {exception}")

@@ -1,0 +1,14 @@
+"""Tasks found by short name (`task=dms`): one LightningDataModule per task."""
+from datamodules.base import TrialDataModule, TrialSet
+from datamodules.dms import DMSDataModule
+
+TASKS: dict[str, type[TrialDataModule]] = {"dms": DMSDataModule}
+
+
+def build_datamodule(name: str, **params) -> TrialDataModule:
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; choose one of: {', '.join(sorted(TASKS))}")
+    return TASKS[name](**params)
+
+
+__all__ = ["TASKS", "TrialDataModule", "TrialSet", "build_datamodule"]

@@ -1,0 +1,100 @@
+"""The LightningModule: one batch in, the rule's estimate out through backward, one optimizer step.
+
+Manual optimization, because the rule decides what reaches `.grad`: the readout's exact gradient plus the
+rule's estimate for W_h, W_x and b. Under DDP, manual_backward averages the estimate across ranks.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from modules.objective import Objective
+from modules.rnn import RateRNN
+from modules.rules import Rule
+
+
+class Diverged(RuntimeError):
+    """Loss or update became NaN/Inf at `step`."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"run diverged at step {step}: {what} is not finite")
+        self.step, self.what = step, what
+
+
+class RuleModule(pl.LightningModule):
+    def __init__(self, net: RateRNN, rule: Rule, objective: Objective, optimizer: Any,
+                 scheduler: Any = None, seed: int = 0, config: dict | None = None):
+        """optimizer: a callable params -> torch.optim.Optimizer (e.g. a Hydra partial);
+        scheduler: None or a callable optimizer -> LR scheduler stepped once per training step."""
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}})
+        self.net, self.rule, self.objective = net, rule, objective
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.seed = seed
+        self.automatic_optimization = False
+        self._noise_generator: torch.Generator | None = None
+
+    # ----- what a step does -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        noise = self.net.sample_noise(batch[0], self.noise_generator())
+        estimate = self.rule.surrogate(self.net, batch, self.objective, noise=noise)
+        self.manual_backward(estimate.surrogate)
+        self.check_finite(estimate.loss)
+        opt.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        self.log("train/batch_loss", estimate.loss.detach(), prog_bar=True, batch_size=batch[0].shape[0])
+        return estimate.loss.detach()
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Raise Diverged if the loss or any update is NaN/Inf (one host sync per step)."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        total = loss.detach() + torch.stack([g.sum() for g in grads]).sum()
+        if not bool(torch.isfinite(total)):
+            what = "loss" if not bool(torch.isfinite(loss)) else "update"
+            raise Diverged(self.global_step, what)
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                         "interval": "step"}}
+
+    # ----- private noise: its own generator, so measurements never shift the training trajectory --------
+    def noise_generator(self) -> torch.Generator | None:
+        if self.net.noise_std <= 0:
+            return None
+        if self._noise_generator is None or self._noise_generator.device != self.device:
+            self._noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + self.global_rank)
+        return self._noise_generator
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._noise_generator is not None:
+            checkpoint["noise_generator"] = self._noise_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("noise_generator")
+        if state is not None:
+            self._noise_generator = torch.Generator(device="cpu")
+            self._noise_generator.set_state(state)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the first parameter group (eta in Theorem 1)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.optimizers:
+            return float(trainer.optimizers[0].param_groups[0]["lr"])
+        raise RuntimeError("learning rate is known once training has started")
+
+
+def build_optimizer(cfg) -> Any:
+    """A Hydra partial config (`_target_`, `_partial_: true`) -> callable params -> optimizer."""
+    return instantiate(cfg)

@@ -1,0 +1,133 @@
+"""The leaky rate RNN shared by every rule (SPEC section 3), batch-first, weights post x pre.
+
+    u_t = W_x x_t + W_h r_{t-1} + b          r_0 = 0, h_0 = 0
+    h_t = (1 - alpha) h_{t-1} + alpha u_t  (+ sqrt(alpha) * noise_std * xi_t while training)
+    r_t = f(h_t)
+    y_t = W_out r_t + b_out
+
+The time loop is written by hand: cuDNN RNNs have no double backward, and curvature needs one.
+The network knows one thing about rules: where to cut the graph (`truncation`), which never changes
+what the forward pass computes, only what autograd sees.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus}
+TRUNCATIONS = ("none", "recurrent", "window")
+
+
+def cell_types(hidden_size: int, n_cell_types: int) -> torch.Tensor:
+    """Type index per unit. 1 type: all 0. 2 types: first 80% type 0 (E), rest type 1 (I).
+    k > 2: the first 80% split evenly into k-1 excitatory types, the last 20% one inhibitory type."""
+    if n_cell_types < 1:
+        raise ValueError(f"n_cell_types must be >= 1, got {n_cell_types}")
+    types = torch.zeros(hidden_size, dtype=torch.long)
+    if n_cell_types == 1:
+        return types
+    n_exc = int(round(0.8 * hidden_size))
+    types[n_exc:] = n_cell_types - 1
+    bounds = torch.linspace(0, n_exc, n_cell_types).round().long()
+    for k in range(n_cell_types - 1):
+        types[bounds[k]:bounds[k + 1]] = k
+    return types
+
+
+class RateRNN(nn.Module):
+    """Leaky rate RNN with a linear readout.
+
+    forward(x) takes x of shape (B, T, N_in) and returns (y, r): readout (B, T, N_out) and rates (B, T, N).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *, alpha: float = 0.2,
+                 activation: str = "relu", g: float = 1.0, bias: bool = True, noise_std: float = 0.0,
+                 dale: bool = False, n_cell_types: int = 2, readout_scale: float = 0.1):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation '{activation}'; choose one of: {', '.join(ACTIVATIONS)}")
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.alpha, self.activation, self.noise_std, self.dale = float(alpha), activation, noise_std, dale
+        self.f = ACTIVATIONS[activation]
+
+        self.W_x = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.W_h = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.b = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+        self.W_out = nn.Parameter(torch.empty(output_size, hidden_size))
+        self.b_out = nn.Parameter(torch.zeros(output_size))
+        self.register_buffer("types", cell_types(hidden_size, n_cell_types))
+        self.n_cell_types = n_cell_types
+        # Dale's law: a unit's outgoing weights share its sign (E: +, I: -); the parameter holds magnitudes.
+        sign = torch.ones(hidden_size)
+        if dale:
+            sign[self.types == n_cell_types - 1] = -1.0
+        self.register_buffer("pre_sign", sign)
+        self.register_buffer("no_autapse", 1.0 - torch.eye(hidden_size))
+        self.reset_parameters(g, readout_scale)
+
+    @torch.no_grad()
+    def reset_parameters(self, g: float, readout_scale: float) -> None:
+        n, n_in = self.hidden_size, self.input_size
+        # He init for relu keeps rates alive; 1/N_in otherwise (SPEC section 3).
+        gain_in = 2.0 if self.activation == "relu" else 1.0
+        self.W_x.normal_(0.0, math.sqrt(gain_in / n_in))
+        self.W_h.normal_(0.0, g / math.sqrt(n)).mul_(self.no_autapse)
+        if self.dale:
+            # magnitudes; inhibitory columns scaled up so that each unit's mean E and I input balance
+            self.W_h.abs_()
+            n_inh = int((self.pre_sign < 0).sum())
+            if n_inh:
+                self.W_h[:, self.pre_sign < 0] *= (n - n_inh) / n_inh
+        self.W_out.normal_(0.0, readout_scale / math.sqrt(n))
+
+    def recurrent_weight(self) -> torch.Tensor:
+        """The effective W_h (post x pre): zero diagonal, and signed by the presynaptic type under Dale's law."""
+        w = self.W_h
+        if self.dale:
+            w = w.abs() * self.pre_sign
+        return w * self.no_autapse
+
+    def sample_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Private noise xi of shape (B, T, N), or None when the network is noiseless."""
+        if self.noise_std <= 0:
+            return None
+        b, t, _ = x.shape
+        return torch.randn(b, t, self.hidden_size, generator=generator, device=x.device, dtype=x.dtype)
+
+    def readout(self, r: torch.Tensor) -> torch.Tensor:
+        return F.linear(r, self.W_out, self.b_out)
+
+    def forward(self, x: torch.Tensor, *, truncation: str = "none", window: int = 0,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the network. truncation='recurrent' stops the gradient of r_{t-1} inside W_h r_{t-1}
+        (e-prop's cut; the leak path stays); 'window' detaches the state every `window` steps (tBPTT)."""
+        r = self.rates(x, truncation=truncation, window=window, noise=noise)
+        return self.readout(r), r
+
+    def rates(self, x: torch.Tensor, *, truncation: str = "none", window: int = 0,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Rates r of shape (B, T, N)."""
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"unknown truncation '{truncation}'; choose one of: {', '.join(TRUNCATIONS)}")
+        batch, steps, _ = x.shape
+        alpha = self.alpha
+        w_h = self.recurrent_weight()
+        # The input drive of every step at once: one large matmul instead of T small ones.
+        drive = F.linear(x, self.W_x, self.b)
+        if noise is not None:
+            drive = drive + (self.noise_std / math.sqrt(alpha)) * noise
+        h = x.new_zeros(batch, self.hidden_size)
+        r = h
+        out = []
+        for t in range(steps):
+            if truncation == "window" and window > 0 and t > 0 and t % window == 0:
+                h, r = h.detach(), r.detach()
+            r_in = r.detach() if truncation == "recurrent" else r
+            u = drive[:, t] + r_in @ w_h.T
+            h = u if alpha == 1.0 else (1.0 - alpha) * h + alpha * u
+            r = self.f(h)
+            out.append(r)
+        return torch.stack(out, dim=1)

@@ -1,0 +1,14 @@
+"""BPTT: the exact gradient of the training objective, through every path in time."""
+from modules.rules import register
+from modules.rules.base import Estimate, Rule
+
+
+@register
+class BPTT(Rule):
+    name = "bptt"
+    exact = True
+
+    def surrogate(self, net, batch, objective, noise=None):
+        y_hat, _ = net(batch[0], noise=noise)
+        loss = self.objective_of(net, y_hat, batch, objective)
+        return Estimate(loss, loss, y_hat)

@@ -1,0 +1,54 @@
+"""MDGL (multidigraph learning): e-prop plus one extra step of credit carried by cell-type-specific
+modulatory signals through the type-averaged recurrent weights W_bar:
+
+    Ltilde_{p,t} = L_{p,t} + alpha * sum_j W_bar[j, p] psi_{j,t+1} L_{j,t+1}      (no extra term at t = T)
+    grad W_h[p, q] = sum_t Ltilde_{p,t} e_{pq,t}                                (e_t as in e-prop)
+
+W_bar[j, p] is the mean of the effective W_h over existing connections (no autapses) from p's type to
+j's type, signed. The extra term uses the readout-only L_{t+1}: one step, never recursive.
+
+Autograd form: surrogate = loss + sum_t <stopgrad(extra_t), r_t> on the truncated network.
+"""
+import torch
+
+from modules.rules import register
+from modules.rules.base import Estimate, Rule
+
+
+def type_averaged(w: torch.Tensor, types: torch.Tensor, n_types: int, mask: torch.Tensor) -> torch.Tensor:
+    """Replace each (post type, pre type) block of w (post x pre) by its mean over entries where mask is 1."""
+    onehot = torch.nn.functional.one_hot(types, n_types).to(w.dtype)  # (N, K)
+    block_sum = onehot.T @ (w * mask) @ onehot                           # (K, K)
+    block_cnt = onehot.T @ mask @ onehot
+    block_mean = block_sum / block_cnt.clamp_min(1.0)
+    return onehot @ block_mean @ onehot.T
+
+
+def rate_derivative(net, r: torch.Tensor) -> torch.Tensor:
+    """psi = f'(h), written in terms of r = f(h) (every supported f is invertible where it matters)."""
+    if net.activation == "relu":
+        return (r > 0).to(r.dtype)
+    if net.activation == "tanh":
+        return 1.0 - r * r
+    if net.activation == "softplus":
+        return -torch.expm1(-r)  # sigmoid(h) = 1 - exp(-softplus(h))
+    raise ValueError(f"no derivative for activation '{net.activation}'")
+
+
+@register
+class MDGL(Rule):
+    name = "mdgl"
+
+    def modulatory_weight(self, net) -> torch.Tensor:
+        return type_averaged(net.recurrent_weight().detach(), net.types, net.n_cell_types, net.no_autapse)
+
+    def surrogate(self, net, batch, objective, noise=None):
+        y_hat, r = net(batch[0], truncation="recurrent", noise=noise)
+        loss = self.objective_of(net, y_hat, batch, objective)
+        (delta,) = torch.autograd.grad(loss, y_hat, retain_graph=True)
+        with torch.no_grad():
+            signal = delta @ net.W_out                                   # L_t, (B, T, N)
+            a = rate_derivative(net, r) * signal                         # psi_{t+1} L_{t+1}
+            extra = torch.zeros_like(r)
+            extra[:, :-1] = net.alpha * (a[:, 1:] @ self.modulatory_weight(net))
+        return Estimate(loss + (extra * r).sum(), loss, y_hat)

@@ -1,0 +1,99 @@
+"""Config checks that run before any work: each failure is one line naming the key, the value and what is
+allowed (raised as ConfigError)."""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+from omegaconf import DictConfig
+
+from rulescape.errors import ConfigError
+
+CURVATURE_BACKENDS = ("lanczos", "pyhessian")
+CURVATURE_PARAMS = ("recurrent", "all")
+
+
+def _get(cfg: DictConfig, key: str):
+    node = cfg
+    for part in key.split("."):
+        if node is None or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def require_choice(cfg, key: str, allowed) -> None:
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def require_int(cfg, key: str, minimum: int, optional: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be an integer >= {minimum}")
+
+
+def require_real(cfg, key: str, low: float, high: float = math.inf, *, low_open: bool = False,
+                 optional: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None and optional:
+        return
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        upper = "inf)" if high == math.inf else f"{high:g}]"
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be a finite number in {bracket}{low:g}, {upper}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first bad value found."""
+    from callbacks import CALLBACKS
+    from datamodules import TASKS
+    from modules.rnn import ACTIVATIONS
+    from modules.rules import RULES
+    from rulescape.loggers import LOGGERS
+
+    require_choice(cfg, "rule.name", sorted(RULES))
+    require_choice(cfg, "task.name", sorted(TASKS))
+    require_choice(cfg, "logger.name", LOGGERS)
+    require_choice(cfg, "model.activation", sorted(ACTIVATIONS))
+    for name in cfg.callbacks.enabled:
+        if name not in CALLBACKS:
+            raise ConfigError(f"callbacks.enabled: {name!r} is not a measurement; choose from: {', '.join(CALLBACKS)}")
+    require_int(cfg, "seed", 0)
+    require_real(cfg, "optimizer.lr", 0.0, low_open=True)
+    require_real(cfg, "l2", 0.0)
+    require_int(cfg, "trainer.max_steps", 1)
+    require_int(cfg, "model.hidden_size", 1)
+    require_int(cfg, "model.n_cell_types", 1)
+    require_real(cfg, "model.alpha", 0.0, 1.0, low_open=True)
+    require_real(cfg, "model.noise_std", 0.0)
+    require_int(cfg, "task.batch_size", 1)
+    require_int(cfg, "task.train_size", 1)
+    require_int(cfg, "task.test_size", 1)
+    require_real(cfg, "task.noise", 0.0, optional=True)
+    require_real(cfg, "task.test_noise", 0.0, optional=True)
+    if cfg.task.batch_size > cfg.task.train_size:
+        raise ConfigError(f"task.batch_size={cfg.task.batch_size} is not allowed; it must be <= "
+                          f"task.train_size={cfg.task.train_size}")
+    require_int(cfg, "eval_every", 0)
+    require_int(cfg, "checkpoint_every", 0)
+    require_int(cfg, "threads", 0)
+    require_int(cfg, "curvature.every_n_steps", 0)
+    require_choice(cfg, "curvature.backend", CURVATURE_BACKENDS)
+    require_choice(cfg, "curvature.params", CURVATURE_PARAMS)
+    require_int(cfg, "curvature.k", 1)
+    require_int(cfg, "curvature.batch_size", 1)
+    require_int(cfg, "alignment.every_n_steps", 0)
+    if cfg.rule.name == "tbptt":
+        require_int(cfg, "rule.window", 1)
+    if cfg.rule.name == "rflo":
+        require_real(cfg, "rule.feedback_scale", 0.0, low_open=True)
+    if cfg.rule.name == "bptt_scaled":
+        if _get(cfg, "rule.rho") is None and _get(cfg, "rule.rho_from") is None:
+            raise ConfigError("rule=bptt_scaled needs rule.rho=<number> or rule.rho_from=<run dir>; both are null")
+        require_real(cfg, "rule.rho", -math.inf, optional=True)
