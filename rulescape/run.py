@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from callbacks import CALLBACKS
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
@@ -23,6 +23,7 @@ from modules.rules import build_rule
 from rulescape.errors import (EXIT_CONFIG, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
+from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import check_checkpoint
 from rulescape.validate import validate
 
@@ -57,7 +58,7 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     last = out_dir / "checkpoints" / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every or None)
-    return [*measurements, checkpoint, InterruptCheckpoint(last)]
+    return [*measurements, checkpoint, InterruptCheckpoint(last), TQDMProgressBar(refresh_rate=25)]
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -68,6 +69,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
     ConfigError propagates (nothing ran, but a "failed" summary names the error); every other outcome
     is recorded with a status."""
+    quiet_third_party()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
