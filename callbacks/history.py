@@ -17,6 +17,7 @@ class HistoryCallback(pl.Callback):
 
     every_n_steps: int = 0
     phase: str = "after"
+    stopping: bool = False
 
     def __init__(self):
         self.history: dict[str, list[list[float]]] = {}
@@ -26,7 +27,7 @@ class HistoryCallback(pl.Callback):
     def due(self, step: int, max_steps: int) -> bool:
         if step in self.measured_steps:
             return False
-        if step == 0 or (step >= max_steps and self.phase == "after"):
+        if step == 0 or (self.phase == "after" and (step >= max_steps or self.stopping)):
             return True
         return self.every_n_steps > 0 and step % self.every_n_steps == 0
 
@@ -35,6 +36,7 @@ class HistoryCallback(pl.Callback):
             self.run(trainer, pl_module, batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.stopping = bool(trainer.should_stop)  # an early stop makes this step the final one
         if self.phase == "after":
             self.run(trainer, pl_module, batch)
 

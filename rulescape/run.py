@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from callbacks import CALLBACKS
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
+from callbacks.stop_at_test_acc import StopAtTestAcc
 from callbacks.run_record import RunRecord, build_summary, write_summary
 from datamodules import build_datamodule
 from modules.lit_module import Diverged, RuleModule, build_optimizer
@@ -55,6 +56,9 @@ def build_module(cfg: DictConfig, dm) -> RuleModule:
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     measurements = [CALLBACKS[name].from_config(cfg) for name in cfg.callbacks.enabled]
+    if cfg.stop_at_test_acc is not None:  # right after Generalization, before the other measurements
+        at = 1 + next((i for i, name in enumerate(cfg.callbacks.enabled) if name == "generalization"), -1)
+        measurements.insert(at, StopAtTestAcc(cfg.stop_at_test_acc))
     last = out_dir / "checkpoints" / "last.ckpt"
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every or None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import torch
 from omegaconf import DictConfig
 
 from rulescape.errors import ConfigError
@@ -68,6 +69,9 @@ def validate(cfg: DictConfig) -> None:
     require_real(cfg, "optimizer.lr", 0.0, low_open=True)
     require_real(cfg, "l2", 0.0)
     require_int(cfg, "trainer.max_steps", 1)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA device is visible; "
+                          "use trainer=cpu (or trainer=ddp trainer.accelerator=cpu trainer.strategy=ddp_spawn)")
     require_int(cfg, "model.hidden_size", 1)
     require_int(cfg, "model.n_cell_types", 1)
     require_real(cfg, "model.alpha", 0.0, 1.0, low_open=True)
@@ -89,6 +93,9 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "curvature.k", 1)
     require_int(cfg, "curvature.batch_size", 1)
     require_int(cfg, "alignment.every_n_steps", 0)
+    require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
+    if cfg.stop_at_test_acc is not None and "generalization" not in cfg.callbacks.enabled:
+        raise ConfigError("stop_at_test_acc needs the generalization measurement; add it to callbacks.enabled")
     if cfg.rule.name == "tbptt":
         require_int(cfg, "rule.window", 1)
     if cfg.rule.name == "rflo":

@@ -38,6 +38,9 @@ BAD = [  # (overrides, words the one-line message must contain)
     (["rule=bptt_scaled", "rule.rho_from=/nonexistent/run"], ["rho_from", "/nonexistent/run"]),
     (["rule=rflo", "rule.feedback_scale=-1"], ["rule.feedback_scale=-1"]),
     (["alignment.every_n_steps=-1"], ["alignment.every_n_steps=-1"]),
+    (["trainer=gpu"] if not torch.cuda.is_available() else ["trainer.max_steps=0"],
+     ["no CUDA device"] if not torch.cuda.is_available() else ["trainer.max_steps=0"]),
+    (["stop_at_test_acc=1.5"], ["stop_at_test_acc=1.5", "[0, 1]"]),
     (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path='/nonexistent/last.ckpt'", "no such file"]),
 ]
 
@@ -132,3 +135,10 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rule)
                for d in ("full", "resumed")]
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_stop_at_test_acc_ends_the_run_at_the_first_evaluation_reaching_it(tmp_path):
+    summary = train(compose_config(QUICK + ["stop_at_test_acc=0.0"]), tmp_path)
+    assert summary["status"] == "ok"
+    assert summary["steps"] == 4  # step 0 does not count: the first evaluation after training started
+    assert summary["history"]["test_acc"][-1][0] == 4
