@@ -1,0 +1,244 @@
+"""The study's figures, drawn from runs already grouped and statistics already computed (analysis.stats).
+Each draw_* function returns a matplotlib Figure, or None when there is nothing to draw; save() writes it as
+PNG and PDF. Colors follow the reference paper: BPTT black, bio-plausible rules magenta / yellow / green,
+step-length-matched BPTT blue."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.load import Run  # noqa: E402
+from analysis.stats import Correlation, Curve, mean_curve  # noqa: E402
+
+RULE_COLORS = {"bptt": "black", "eprop": "#c51b7d", "rflo": "#e6ab02", "mdgl": "#1b9e77",
+               "bptt_scaled": "#2166ac", "tbptt": "#d95f02"}
+SPARE_COLORS = ["#7570b3", "#a6761d", "#66a61e", "#e7298a", "#666666", "#17becf", "#8c564b", "#bcbd22"]
+GAP_LABELS = {"gap_acc": "generalization gap (train acc − test acc)",
+              "gap_loss": "generalization gap (test loss − train loss)"}
+
+plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "axes.spines.top": False,
+                     "axes.spines.right": False, "legend.frameon": False, "font.size": 9})
+
+
+def group_colors(groups: list[str]) -> dict[str, str]:
+    """A color per group: the rule's own color for the first group of a rule, spare colors after that."""
+    colors, used, spare = {}, set(), iter(SPARE_COLORS * 4)
+    for g in groups:
+        rule = g.split(" ")[0]
+        base = RULE_COLORS.get(rule)
+        colors[g] = base if base and base not in used else next(spare)
+        used.add(colors[g])
+    return colors
+
+
+def save(fig, out_dir: Path, name: str) -> list[str]:
+    """Write fig as <name>.png and <name>.pdf in out_dir; return the file names."""
+    files = []
+    for ext in ("png", "pdf"):
+        fig.savefig(Path(out_dir) / f"{name}.{ext}", bbox_inches="tight")
+        files.append(f"{name}.{ext}")
+    plt.close(fig)
+    return files
+
+
+def wide_range(values) -> bool:
+    """Positive values spanning more than two decades read better on a log axis."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    return len(v) > 1 and v.min() > 0 and v.max() / v.min() > 100
+
+
+def log_curves(curves) -> bool:
+    """A log axis for mean +/- std curves only when they span two decades and every band stays above 0
+    (a band reaching below 0 would be cut off at the axis bottom and misread)."""
+    return (wide_range(np.concatenate([c.mean for c in curves]))
+            and all((c.mean - c.std).min() > 0 for c in curves))
+
+
+def fmt_corr(c: Correlation, sep: str = ", ") -> str:
+    """"Pearson r (p), Spearman r_s (p)" for a legend or title; Spearman is r_s, never rho (rho is alignment)."""
+    if math.isnan(c.pearson_r):
+        return "r n/a"
+    return f"r={c.pearson_r:.2f} (p={c.pearson_p:.2g}){sep}r$_s$={c.spearman_r:.2f} (p={c.spearman_p:.2g})"
+
+
+def strip_box(ax, groups: dict[str, list[float]], colors: dict[str, str], seed: int = 0) -> None:
+    """Box (quartiles, whiskers 1.5 IQR) plus every run as a jittered point, one column per group."""
+    rng = np.random.default_rng(seed)  # fixed jitter: the same data always draws the same figure
+    names = list(groups)
+    for i, g in enumerate(names):
+        v = np.asarray(groups[g], dtype=float)
+        if len(v) == 0:
+            continue
+        ax.boxplot(v, positions=[i], widths=0.5, showfliers=False, patch_artist=True,
+                   boxprops=dict(facecolor=colors[g], alpha=0.15, edgecolor=colors[g]),
+                   medianprops=dict(color=colors[g]), whiskerprops=dict(color=colors[g]),
+                   capprops=dict(color=colors[g]))
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=18, color=colors[g], zorder=3,
+                   edgecolor="white", linewidth=0.5)
+    # the group's parameters on their own line, so that long labels (bptt_scaled (rho=0.1)) do not collide
+    ax.set_xticks(range(len(names)), [g.replace(" (", "\n(") + f"\nn={len(groups[g])}" for g in names])
+    ax.set_xlim(-0.6, len(names) - 0.4)
+
+
+def draw_gap_distribution(task: str, groups: dict[str, list[Run]], gap: str) -> plt.Figure | None:
+    """Fig. 2A-C: final generalization gap over seeds, per group."""
+    values = {g: [r.value(gap) for r in runs if r.value(gap) is not None] for g, runs in groups.items()}
+    values = {g: v for g, v in values.items() if v}
+    if not values:
+        return None
+    fig, ax = plt.subplots(figsize=(max(3.2, 1.1 * len(values) + 1.2), 3.4))
+    ax.axhline(0, color="0.7", lw=0.8, ls="--")
+    strip_box(ax, values, group_colors(list(groups)))
+    ax.set_ylabel(GAP_LABELS[gap])
+    ax.set_title(f"{task}: generalization gap at the end of training")
+    fig.tight_layout()
+    return fig
+
+
+def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
+                       corr: dict[str, Correlation]) -> plt.Figure | None:
+    """Fig. 2D-F: final gap against final lambda_max, one point per run, with pooled and per-group r."""
+    pts = {g: [(r.value("lambda_max"), r.value(gap)) for r in runs
+               if r.value("lambda_max") is not None and r.value(gap) is not None] for g, runs in groups.items()}
+    pts = {g: p for g, p in pts.items() if p}
+    if not pts:
+        return None
+    colors = group_colors(list(groups))
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    for g, p in pts.items():
+        x, y = np.array(p).T
+        ax.scatter(x, y, s=24, color=colors[g], edgecolor="white", linewidth=0.5, zorder=3,
+                   label=f"{g} (n={len(p)})\n" + fmt_corr(corr[g]))
+    if wide_range([x for p in pts.values() for x, _ in p]):
+        ax.set_xscale("log")
+    ax.set_xlabel("final top Hessian eigenvalue $\\lambda_{max}$")
+    ax.set_ylabel(GAP_LABELS[gap])
+    ax.set_title(f"{task}: gap vs curvature — all {corr['all'].n} runs: Pearson "
+                 + fmt_corr(corr["all"]).replace("r$_s$", "Spearman r$_s$"),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(ax, curve: Curve, color: str, label: str) -> None:
+    ax.plot(curve.steps, curve.mean, color=color, lw=1.5, label=label,
+            marker="o" if len(curve.steps) < 4 else None, ms=3)
+    ax.fill_between(curve.steps, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.18, lw=0)
+
+
+def curves_for(groups: dict[str, list[Run]], key: str) -> dict[str, tuple[Curve, int]]:
+    """{group: (mean curve of history[key] over the group's runs, number of runs with that history)}."""
+    out = {}
+    for g, runs in groups.items():
+        hists = [h for h in (r.history(key) for r in runs) if h]
+        curve = mean_curve(hists)
+        if curve is not None:
+            out[g] = (curve, len(hists))
+    return out
+
+
+def draw_lambda_trajectories(task: str, groups: dict[str, list[Run]], ax=None, title: str | None = None,
+                             colors: dict[str, str] | None = None):
+    """Fig. 3: lambda_max over training, mean +/- std over seeds per group. Returns the figure (None when
+    no run has a lambda_max history); with `ax`, draws into it and returns it."""
+    curves = curves_for(groups, "lambda_max")
+    if not curves:
+        return None
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    colors = colors or group_colors(list(groups))
+    for g, (curve, n) in curves.items():
+        plot_curve(ax, curve, colors[g], f"{g} (n={n})")
+    if log_curves([c for c, _ in curves.values()]):
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("top Hessian eigenvalue $\\lambda_{max}$")
+    ax.set_title(title or f"{task}: curvature over training (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax
+
+
+MATCHED_RULES = ("bptt", "eprop", "bptt_scaled")
+
+
+def matched_groups(groups: dict[str, list[Run]]) -> dict[str, list[Run]]:
+    """The groups of Fig. 4C-E: bptt, eprop and bptt_scaled (every rho); empty unless bptt_scaled and one
+    of the others are present."""
+    sel = {g: runs for g, runs in groups.items() if g.split(" ")[0] in MATCHED_RULES}
+    rules = {g.split(" ")[0] for g in sel}
+    return sel if "bptt_scaled" in rules and len(rules) > 1 else {}
+
+
+def draw_matched_step(task: str, groups: dict[str, list[Run]], gap: str) -> plt.Figure | None:
+    """Fig. 4C-E: lambda_max trajectories of eprop, bptt and bptt_scaled (labelled with its rho), and their
+    final gaps."""
+    sel = matched_groups(groups)
+    if not sel:
+        return None
+    colors = group_colors(list(groups))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    drawn = draw_lambda_trajectories(task, sel, ax=a1, title="curvature over training", colors=colors)
+    if drawn is None:
+        a1.text(0.5, 0.5, "no lambda_max history", ha="center", va="center", transform=a1.transAxes)
+        a1.set_axis_off()
+    values = {g: [r.value(gap) for r in runs if r.value(gap) is not None] for g, runs in sel.items()}
+    values = {g: v for g, v in values.items() if v}
+    if values:
+        a2.axhline(0, color="0.7", lw=0.8, ls="--")
+        strip_box(a2, values, colors)
+        a2.tick_params(axis="x", labelsize=7)
+    a2.set_ylabel(GAP_LABELS[gap])
+    a2.set_title("final generalization gap")
+    fig.suptitle(f"{task}: step-length-matched BPTT (update × ρ) vs e-prop and BPTT")
+    fig.tight_layout()
+    return fig
+
+
+def draw_rho_theory(task: str, groups: dict[str, list[Run]],
+                    stability: dict[str, list[list[tuple[float, float]]]]) -> plt.Figure | None:
+    """Alignment rho over training per group, and Theorem 1's |rho| eta lambda_1 against its stability
+    line 1 (`stability`: {group: [one history per run]}, from analysis.stats.stability_history)."""
+    rho = curves_for(groups, "rho")
+    theory = {g: (mean_curve(h), len(h)) for g, h in stability.items() if any(h)}
+    if not rho and not theory:
+        return None
+    colors = group_colors(list(groups))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+    if rho:
+        a1.axhline(1, color="0.6", lw=0.8, ls="--")
+        for g, (curve, n) in rho.items():
+            plot_curve(a1, curve, colors[g], f"{g} (n={n})")
+    else:
+        a1.text(0.5, 0.5, "no rho history", ha="center", va="center", transform=a1.transAxes)
+    a1.set_xlabel("training step")
+    a1.set_ylabel("alignment ρ = ĝ·g / g·g")
+    a1.set_title("step length along the gradient")
+    if theory:
+        a2.axhline(1, color="red", lw=1.0, ls="--", label="stability bound 1")
+        for g, (curve, n) in theory.items():
+            plot_curve(a2, curve, colors[g], f"{g} (n={n})")
+        if log_curves([c for c, _ in theory.values()]):
+            a2.set_yscale("log")
+    else:
+        a2.text(0.5, 0.5, "no rho and lambda_max histories", ha="center", va="center", transform=a2.transAxes)
+    a2.set_xlabel("training step")
+    a2.set_ylabel("|ρ| η $\\lambda_{max}$")
+    a2.set_title("Theorem 1: stable when below 1")
+    fig.suptitle(f"{task}: gradient alignment and Theorem 1")
+    # one legend below both panels: the groups are the same, and inside either panel it hides curves
+    handles = {}
+    for ax in (a1, a2):
+        handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4),
+               fontsize=8)
+    return fig

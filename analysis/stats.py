@@ -1,0 +1,124 @@
+"""The report's numbers, apart from drawing: which gap a task uses, mean +/- std over seeds, gap-vs-lambda_max
+correlations, mean trajectories over seeds, and Theorem 1's stability quantity |rho| eta lambda_1."""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+from analysis.load import Run
+
+MIN_CORR_N = 3  # with 2 points r is +/-1 and p is 1: not a correlation worth reporting
+
+
+def gap_key(runs: list[Run]) -> str:
+    """"gap_acc" when any run of the task has an accuracy gap (classification), else "gap_loss" (regression)."""
+    return "gap_acc" if any(r.value("gap_acc") is not None for r in runs) else "gap_loss"
+
+
+@dataclass
+class Stat:
+    """n finite values, their mean and standard deviation (ddof=1; 0 for a single value; nan for none)."""
+    n: int
+    mean: float
+    std: float
+
+
+def describe(values) -> Stat:
+    x = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(x) == 0:
+        return Stat(0, math.nan, math.nan)
+    return Stat(len(x), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+
+
+@dataclass
+class Correlation:
+    """Pearson and Spearman r and two-sided p of y against x over n pairs; nan where undefined
+    (fewer than MIN_CORR_N pairs, or one variable constant)."""
+    n: int
+    pearson_r: float = math.nan
+    pearson_p: float = math.nan
+    spearman_r: float = math.nan
+    spearman_p: float = math.nan
+
+
+def correlation(x, y) -> Correlation:
+    """Correlation of paired samples; pairs with a missing or non-finite member are left out."""
+    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+    n = len(pairs)
+    if n < MIN_CORR_N:
+        return Correlation(n)
+    a, b = np.array(pairs, dtype=float).T
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return Correlation(n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pr, pp = sps.pearsonr(a, b)
+        sr, sp = sps.spearmanr(a, b)
+    return Correlation(n, float(pr), float(pp), float(sr), float(sp))
+
+
+def gap_lambda_correlations(groups: dict[str, list[Run]], gap: str) -> dict[str, Correlation]:
+    """{"all": pooled over every group, group: within that group} of the final gap against final lambda_max,
+    one pair per ok run."""
+    def corr(runs):
+        return correlation([r.value("lambda_max") for r in runs], [r.value(gap) for r in runs])
+    out = {"all": corr([r for runs in groups.values() for r in runs])}
+    out.update({g: corr(runs) for g, runs in groups.items()})
+    return out
+
+
+@dataclass
+class Curve:
+    """A trajectory over seeds: at each step, mean and std (ddof=1; 0 for one run) of the runs measured there."""
+    steps: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+
+
+def mean_curve(histories: list[list[tuple[float, float]]]) -> Curve | None:
+    """Mean +/- std over runs at every step any run was measured at (runs need not share a step grid; the
+    count n says how many runs a point averages). None when no run has a point."""
+    by_step: dict[float, list[float]] = {}
+    for points in histories:
+        for step, v in points:
+            by_step.setdefault(step, []).append(v)
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    stats = [describe(by_step[s]) for s in steps]
+    return Curve(np.array(steps), np.array([s.mean for s in stats]), np.array([s.std for s in stats]),
+                 np.array([s.n for s in stats]))
+
+
+def computed_stability(rho: list[tuple[float, float]], lam: list[tuple[float, float]], lr: float,
+                       rho_const: float | None = None) -> list[tuple[float, float]]:
+    """Theorem 1's |rho| eta lambda_1 at each step where rho was measured, with lambda_1 the latest
+    measurement at or before that step (curvature is measured less often than alignment). Without a rho
+    history, a constant rho_const (e.g. rho_mean = 1 for bptt) at every lambda step. eta is the configured
+    learning rate (a scheduler's decay is not seen here; the callback's theory_stability is)."""
+    if not lam or lr is None:
+        return []
+    if not rho:
+        return [] if rho_const is None else [(s, abs(rho_const) * lr * v) for s, v in lam]
+    out = []
+    lam_steps = [s for s, _ in lam]
+    for step, r in rho:
+        i = int(np.searchsorted(lam_steps, step, side="right")) - 1
+        if i >= 0:
+            out.append((step, abs(r) * lr * lam[i][1]))
+    return out
+
+
+def stability_history(run: Run) -> tuple[list[tuple[float, float]], str]:
+    """(|rho| eta lambda_1 over training, source): the run's theory_stability history when it has one,
+    else computed from its rho and lambda_max histories and lr; source is "recorded", "computed" or ""."""
+    recorded = run.history("theory_stability")
+    if recorded:
+        return recorded, "recorded"
+    computed = computed_stability(run.history("rho"), run.history("lambda_max"), run.lr, run.value("rho_mean"))
+    return computed, ("computed" if computed else "")
