@@ -1,0 +1,83 @@
+"""Alignment of the rule's W_h update with the exact gradient, and the Theorem 1 quantities.
+
+On the training batch of step k, at the weights before its update (phase "before"), with the noiseless
+network: g = d objective / d W_h of the exact (BPTT) forward, g_hat = d surrogate / d W_h of the rule's
+surrogate (its estimate). Writing g_hat = rho g + e with e orthogonal to g:
+
+    align/rho     = <g_hat, g> / <g, g>
+    align/cos     = <g_hat, g> / (|g_hat| |g|)
+    align/e_ratio = |g_hat - rho g| / |g|
+    theory/lambda_bound = 1 / (|rho| eta)          eta = the current learning rate
+    theory/stability    = |rho| eta lambda_1       below 1 at a stable SGD fixed point (Theorem 1);
+                          lambda_1 = the latest curvature/lambda_max (skipped before one is known)
+
+Both gradients come from torch.autograd.grad, never .backward(): nothing reaches .grad, and under DDP no
+gradient all-reduce is triggered (each rank measures its own slice of the batch).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from callbacks.history import HistoryCallback
+from modules.hessian import prepare_batch
+
+LAMBDA_KEY = "curvature/lambda_max"
+
+
+def alignment(g_hat: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
+    """rho, cos and e_ratio of an estimate g_hat against the true gradient g (same shape), in float64."""
+    g_hat, g = g_hat.detach().double().reshape(-1), g.detach().double().reshape(-1)
+    gg = torch.dot(g, g)
+    rho = torch.dot(g_hat, g) / gg
+    return {"align/rho": float(rho),
+            "align/cos": float(torch.dot(g_hat, g) / (g_hat.norm() * g.norm())),
+            "align/e_ratio": float((g_hat - rho * g).norm() / gg.sqrt())}
+
+
+def gradients(pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g_hat, g) for W_h on `batch`: the rule's estimate and the exact gradient of the objective."""
+    net, rule, objective = pl_module.net, pl_module.rule, pl_module.objective
+    w = net.W_h
+    batch = prepare_batch(batch, net)
+    with torch.enable_grad():
+        y_hat, _ = net(batch[0])
+        (g,) = torch.autograd.grad(rule.objective_of(net, y_hat, batch, objective), w)
+        (g_hat,) = torch.autograd.grad(rule.surrogate(net, batch, objective).surrogate, w)
+    return g_hat, g
+
+
+def latest(trainer, key: str) -> float | None:
+    """The most recent value of a measured metric: from the callbacks' histories (checkpointed, so this
+    survives a resume), else from what has been logged this session."""
+    best = None
+    for cb in trainer.callbacks:
+        points = (getattr(cb, "history", None) or {}).get(key)
+        if points and (best is None or points[-1][0] >= best[0]):
+            best = points[-1]
+    if best is not None:
+        return best[1]
+    value = trainer.callback_metrics.get(key)
+    return float(value) if value is not None else None
+
+
+class Alignment(HistoryCallback):
+    phase = "before"
+
+    def __init__(self, every_n_steps: int = 50):
+        super().__init__()
+        self.every_n_steps = int(every_n_steps)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Alignment":
+        return cls(every_n_steps=cfg.alignment.every_n_steps)
+
+    def measure(self, trainer, pl_module, batch) -> dict[str, float]:
+        out = alignment(*gradients(pl_module, batch))
+        eta, rho = pl_module.lr, abs(out["align/rho"])
+        out["theory/lambda_bound"] = 1.0 / (rho * eta) if rho != 0 else math.inf  # NaN stays NaN
+        lambda_1 = latest(trainer, LAMBDA_KEY)
+        if lambda_1 is not None:
+            out["theory/stability"] = rho * eta * lambda_1
+        return out

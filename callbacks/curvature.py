@@ -1,0 +1,89 @@
+"""Curvature: the leading eigenvalue(s) of the Hessian of the training objective (data loss + L2) at the
+weights after step k, on a fixed curvature batch, with the exact noiseless network (modules/hessian.py).
+
+Keys: curvature/lambda_max (and curvature/lambda_2 .. lambda_k when k > 1); with `trace`:
+curvature/trace (Hutchinson, trace_samples Rademacher probes); with `flatness`: curvature/rel_flatness
+(Petzka et al. 2021 on W_h, Hutchinson estimate with trace_samples probes, see modules/hessian.py) and
+curvature/lambda_wnorm = lambda_max * ||W_h||_F^2 (scale-independent sharpness).
+
+The curvature batch is the first `batch_size` trials of a seeded permutation of the training set
+(datamodule.curvature_batch(batch_size, seed)), re-derived identically after a resume; Lanczos start
+vectors and probes come from generators seeded with the run's seed, so a measurement is a pure function of
+the weights. Nothing here changes training: no .grad, no mode switch, no global RNG.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from callbacks.history import HistoryCallback
+from modules.hessian import (HessianOperator, PARAM_SETS, lanczos_eigenvalues, pyhessian_eigenvalues,
+                             rademacher_probes, relative_flatness, hutchinson_trace)
+
+log = logging.getLogger("rulescape")
+BACKENDS = ("lanczos", "pyhessian")
+
+
+class Curvature(HistoryCallback):
+    phase = "after"
+
+    def __init__(self, every_n_steps: int = 500, params: str = "recurrent", k: int = 1,
+                 backend: str = "lanczos", batch_size: int = 256, tol: float = 1e-4, max_iter: int = 100,
+                 trace: bool = False, trace_samples: int = 20, flatness: bool = False, seed: int = 0):
+        super().__init__()
+        if params not in PARAM_SETS:
+            raise ValueError(f"curvature.params={params!r}; choose one of: {', '.join(PARAM_SETS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"curvature.backend={backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if not (tol > 0 and int(max_iter) >= int(k) >= 1 and int(trace_samples) >= 1):
+            raise ValueError(f"curvature: need tol > 0, max_iter >= k >= 1, trace_samples >= 1 (got tol={tol}, "
+                             f"max_iter={max_iter}, k={k}, trace_samples={trace_samples})")
+        self.every_n_steps, self.params, self.k, self.backend = int(every_n_steps), params, int(k), backend
+        self.batch_size, self.tol, self.max_iter = int(batch_size), float(tol), int(max_iter)
+        self.trace, self.trace_samples, self.flatness = bool(trace), int(trace_samples), bool(flatness)
+        self.seed = int(seed)
+        self._batch = None
+
+    @classmethod
+    def from_config(cls, cfg) -> "Curvature":
+        c = cfg.curvature
+        return cls(every_n_steps=c.every_n_steps, params=c.params, k=c.k, backend=c.backend,
+                   batch_size=c.batch_size, tol=c.tol, max_iter=c.max_iter, trace=c.trace,
+                   trace_samples=c.trace_samples, flatness=c.flatness, seed=cfg.seed)
+
+    def curvature_batch(self, trainer):
+        """The fixed curvature batch (drawn once; the datamodule's draw is seeded, so a resume gets the same)."""
+        if self._batch is None:
+            self._batch = trainer.datamodule.curvature_batch(self.batch_size, self.seed)
+        return self._batch
+
+    def measure(self, trainer, pl_module, batch=None) -> dict[str, float]:
+        net, objective = pl_module.net, pl_module.objective
+        data = self.curvature_batch(trainer)
+        op = None
+        if self.backend == "lanczos":
+            op = HessianOperator(net, objective, data, self.params)
+            result = lanczos_eigenvalues(op, self.k, self.tol, self.max_iter, seed=self.seed)
+            if not result.converged:
+                log.warning("curvature at step %d: Lanczos stopped at max_iter=%d before tol=%g (residuals %s)",
+                            trainer.global_step, self.max_iter, self.tol, result.residuals.tolist())
+            values = result.eigenvalues.tolist()
+        else:
+            values = pyhessian_eigenvalues(net, objective, data, self.params, self.k, self.tol,
+                                           self.max_iter, seed=self.seed)
+        values += [float("nan")] * (self.k - len(values))
+        out = {"curvature/lambda_max": values[0]}
+        out |= {f"curvature/lambda_{i + 1}": v for i, v in enumerate(values[1:], start=1)}
+
+        if self.trace:
+            op = op or HessianOperator(net, objective, data, self.params)
+            probes = rademacher_probes(op, self.trace_samples, torch.Generator().manual_seed(self.seed + 1))
+            out["curvature/trace"] = hutchinson_trace(op, probes)
+        if self.flatness:
+            op_h = op if self.params == "recurrent" and op is not None else \
+                HessianOperator(net, objective, data, "recurrent")
+            probes = rademacher_probes(op_h, self.trace_samples, torch.Generator().manual_seed(self.seed + 2))
+            out["curvature/rel_flatness"] = relative_flatness(op_h, net.W_h, probes)
+            out["curvature/lambda_wnorm"] = values[0] * float(net.W_h.detach().pow(2).sum())
+        return out

@@ -1,0 +1,229 @@
+"""The Hessian of the training objective (data loss + L2 regulariser, the exact untruncated network) w.r.t.
+a chosen set of parameters, as an operator v -> H v, and the curvature quantities built on it.
+
+Hessian-vector products are reverse-over-reverse with torch.func: the objective is a function of the chosen
+parameters (functional_call on the network, every other parameter held fixed), `torch.func.grad` gives its
+gradient function, and `torch.func.vjp` of that gradient function linearises it once at the current
+weights. Each H v is then one call of the stored vjp_fn (H is symmetric, so v^T H = (H v)^T): no forward
+pass and no first backward pass are repeated. Nothing here touches `.grad`, train/eval mode or the
+global RNG: randomness comes from the torch.Generator the caller passes.
+
+Parameter sets: "recurrent" = W_h only (the study's choice); "all" = every trainable parameter of the
+network (W_x, W_h, b, W_out, b_out). Flat vectors concatenate the chosen parameters in that order, each
+flattened row-major (W_h[p, q] is entry p * N + q).
+
+Quantities:
+    top_eigenvalues    the k largest algebraic eigenvalues of H (Lanczos; or pyhessian's power iteration)
+    hutchinson_trace   tr(H) ~ mean_v v^T H v over Rademacher probes v (exact when the probes are a basis)
+    relative_flatness  Petzka et al. (2021) on W_h: kappa = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}), w_s the
+                       rows of W_h (incoming weights of unit s), H_{s,s'} the (N x N) block of H_{W_h}
+                       between rows s and s'. kappa = tr(H A) with A v = vec(W_h W_h^T V) for V = v as
+                       an N x N matrix, estimated as mean_v <H v, A v> over Rademacher probes (unbiased;
+                       exact when the probes are the standard basis).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vjp
+
+from modules.lanczos import LanczosResult, lanczos
+from modules.objective import Objective
+from modules.rnn import RateRNN
+from modules.rules.base import Batch, Rule
+
+PARAM_SETS = ("recurrent", "all")
+
+
+def parameter_names(net: nn.Module, params: str) -> list[str]:
+    """Names of the parameters the Hessian is taken with respect to, in flat-vector order."""
+    if params == "recurrent":
+        return ["W_h"]
+    if params == "all":
+        return [name for name, p in net.named_parameters() if p.requires_grad]
+    raise ValueError(f"unknown parameter set '{params}'; choose one of: {', '.join(PARAM_SETS)}")
+
+
+class _ObjectiveOf(nn.Module):
+    """The training objective of `net` on a fixed batch, as a module with no inputs, so that
+    functional_call swaps the network's parameters everywhere the objective reads them (the readout,
+    and the L2 regulariser's list of weights in Rule.objective_of)."""
+
+    def __init__(self, net: RateRNN, objective: Objective, batch: Batch):
+        super().__init__()
+        self.net, self.objective, self.batch = net, objective, batch
+
+    def forward(self) -> torch.Tensor:
+        y_hat, _ = self.net(self.batch[0])  # exact network: no truncation, no noise
+        return Rule.objective_of(self.net, y_hat, self.batch, self.objective)
+
+
+def prepare_batch(batch: Batch, net: nn.Module) -> Batch:
+    """The batch on the network's device, inputs in its dtype (targets keep theirs: class indices stay long)."""
+    w = net.W_h
+    x, y, mask = batch
+    y = y.to(w.device) if not y.is_floating_point() else y.to(w.device, w.dtype)
+    return x.to(w.device, w.dtype), y, mask.to(w.device, w.dtype)
+
+
+class HessianOperator:
+    """H = d^2 objective / d theta^2 at the network's current weights, theta = the chosen parameters.
+
+    matvec(v): v flat (dim,) -> H v flat (dim,), on the parameters' device and dtype. The weights are
+    read (detached) when the operator is built; later changes to the network are not seen.
+    """
+
+    def __init__(self, net: RateRNN, objective: Objective, batch: Batch, params: str = "recurrent"):
+        self.names = parameter_names(net, params)
+        batch = prepare_batch(batch, net)
+        module = _ObjectiveOf(net, objective, batch)
+        fixed = {f"net.{name}": p.detach() for name, p in net.named_parameters()}
+        primals = {name: fixed[f"net.{name}"] for name in self.names}
+        self.shapes = [p.shape for p in primals.values()]
+        self.dim = sum(p.numel() for p in primals.values())
+        self.dtype, self.device = net.W_h.dtype, net.W_h.device
+
+        def loss(chosen: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(module, fixed | {f"net.{n}": t for n, t in chosen.items()}, ())
+
+        # linearise the gradient function once; every HVP reuses vjp_fn (no forward pass repeated)
+        gradient, self._vjp_fn = vjp(grad(loss), primals)
+        self.gradient = self.flatten(gradient)
+
+    def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([tensors[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            size = shape.numel()
+            out[name] = v[start:start + size].view(shape)
+            start += size
+        return out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        (hv,) = self._vjp_fn(self.unflatten(v))
+        return self.flatten(hv)
+
+
+def random_start(dim: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """A Gaussian start vector drawn on the CPU (identical on every device) and moved."""
+    return torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
+
+
+def rademacher(dim: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """A vector of independent +-1 entries, drawn on the CPU and moved."""
+    return (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device, dtype)
+
+
+def lanczos_eigenvalues(op: HessianOperator, k: int = 1, tol: float = 1e-4, max_iter: int = 100,
+                        seed: int = 0) -> LanczosResult:
+    """The k largest algebraic eigenvalues of op's Hessian by Lanczos from a seeded random start."""
+    start = random_start(op.dim, torch.Generator().manual_seed(seed), op.dtype, op.device)
+    return lanczos(op.matvec, start, k=k, tol=tol, max_iter=max_iter)
+
+
+def hutchinson_trace(op: HessianOperator, probes: Iterable[torch.Tensor]) -> float:
+    """mean over probes of v^T H v: tr(H) in expectation for Rademacher probes, exactly for a basis."""
+    values = [float(torch.dot(v, op.matvec(v))) for v in probes]
+    return sum(values) / len(values)
+
+
+def relative_flatness(op: HessianOperator, w_h: torch.Tensor, probes: Iterable[torch.Tensor]) -> float:
+    """kappa = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) for an operator on W_h alone (op.names == ["W_h"]),
+    estimated as the mean over probes of <H v, A v> with A v = W_h W_h^T V (see the module docstring):
+    Rademacher probes give an unbiased estimate, basis_probes the exact value."""
+    if op.names != ["W_h"]:
+        raise ValueError("relative flatness needs the Hessian w.r.t. W_h alone (params='recurrent')")
+    gram = w_h.detach() @ w_h.detach().T  # <w_s, w_s'>, (N, N)
+    values = []
+    for v in probes:
+        hv = op.matvec(v).view_as(gram)
+        values.append(float((hv * (gram @ v.view_as(gram))).sum()))
+    return sum(values) / len(values)
+
+
+def rademacher_probes(op: HessianOperator, samples: int, generator: torch.Generator):
+    """`samples` Rademacher vectors for op, drawn lazily from `generator`."""
+    for _ in range(samples):
+        yield rademacher(op.dim, generator, op.dtype, op.device)
+
+
+def basis_probes(op: HessianOperator):
+    """The standard basis scaled by sqrt(dim): the probe mean then equals the exact trace (test use)."""
+    scale = float(op.dim) ** 0.5
+    for i in range(op.dim):
+        e = torch.zeros(op.dim, dtype=op.dtype, device=op.device)
+        e[i] = scale
+        yield e
+
+
+def pyhessian_eigenvalues(net: RateRNN, objective: Objective, batch: Batch, params: str = "recurrent",
+                          k: int = 1, tol: float = 1e-4, max_iter: int = 100, seed: int = 0) -> list[float]:
+    """Cross-check backend: pyhessian's power iteration with deflation (top_n=k). Note it returns the k
+    eigenvalues of largest *magnitude*, its tol is the relative change between two iterates (looser than
+    a residual), and each eigenvalue may take up to max_iter HVPs.
+
+    pyhessian differentiates `model.parameters()` with loss.backward(create_graph=True), sets the model to
+    eval mode and draws its vectors from the global RNG. So it gets a throwaway module whose only
+    parameters are *copies* of the chosen weights (the network's .grad and mode are never touched) and a
+    forked, seeded global CPU RNG (restored afterwards)."""
+    from pyhessian import hessian as PyHessian
+
+    names = parameter_names(net, params)
+    batch = prepare_batch(batch, net)
+    objective_of = _ObjectiveOf(net, objective, batch)
+    fixed = {f"net.{name}": p.detach() for name, p in net.named_parameters()}
+
+    class Chosen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.ParameterDict({n: nn.Parameter(fixed[f"net.{n}"].clone()) for n in names})
+
+        def forward(self, _inputs):
+            chosen = {f"net.{n}": p for n, p in self.weights.items()}
+            return functional_call(objective_of, fixed | chosen, ())
+
+    class Placeholder:  # pyhessian moves its (inputs, targets) with .cuda(); ours live inside the closure
+        def cuda(self):
+            return self
+
+    model = Chosen()
+    device = net.W_h.device
+    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    default_dtype = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        torch.set_default_dtype(net.W_h.dtype)  # pyhessian draws with torch.randn(size): match our dtype
+        try:
+            with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+                solver = PyHessian(model, lambda loss, _targets: loss, data=(Placeholder(), Placeholder()),
+                                   cuda=device.type == "cuda")
+                values, _ = solver.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
+        finally:
+            torch.set_default_dtype(default_dtype)
+            for p in model.parameters():  # backward(create_graph=True) left a graph in .grad: free it
+                p.grad = None
+    return [float(v) for v in values]
+
+
+def top_eigenvalues(net: RateRNN, objective: Objective, batch: Batch, params: str = "recurrent", k: int = 1,
+                    tol: float = 1e-4, max_iter: int = 100, seed: int = 0, backend: str = "lanczos") -> list[float]:
+    """The k leading Hessian eigenvalues of the training objective on `batch`.
+    backend "lanczos": the largest algebraic, descending (Lanczos + torch.func HVPs);
+    "pyhessian": the largest in magnitude, in the order its deflated power iteration finds them.
+    Entries that did not appear (a Krylov space smaller than k) are NaN."""
+    if backend == "pyhessian":
+        values = pyhessian_eigenvalues(net, objective, batch, params, k, tol, max_iter, seed)
+    elif backend == "lanczos":
+        op = HessianOperator(net, objective, batch, params)
+        values = lanczos_eigenvalues(op, k, tol, max_iter, seed).eigenvalues.tolist()
+    else:
+        raise ValueError(f"unknown curvature backend '{backend}'; choose one of: lanczos, pyhessian")
+    return values + [float("nan")] * (k - len(values))

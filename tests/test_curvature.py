@@ -1,0 +1,167 @@
+"""Curvature against dense references: Lanczos top-k = eigvalsh of the dense Hessian (torch.autograd.
+functional.hessian), the pyhessian backend within its tolerance, Hutchinson trace and relative flatness
+against their dense definitions, and the callback leaves training state alone."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from callbacks.curvature import Curvature
+from modules.hessian import (HessianOperator, basis_probes, hutchinson_trace, lanczos_eigenvalues,
+                             rademacher_probes, relative_flatness, top_eigenvalues)
+from modules.lanczos import lanczos
+from modules.objective import Objective
+from modules.rnn import RateRNN
+
+
+def tiny(activation="tanh", seed=0, n=6):
+    """A float64 network whose Hessian is small enough to write down densely, and a batch (x, y, mask)."""
+    torch.manual_seed(seed)
+    net = RateRNN(3, n, 2, alpha=0.5, activation=activation, readout_scale=1.0).double()
+    x = torch.randn(10, 7, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (10, 7))
+    mask = torch.zeros(10, 7, dtype=torch.float64)
+    mask[:, -3:] = 1.0
+    return net, (x, y, mask)
+
+
+def dense_hessian(net, batch, l2, names):
+    """The dense Hessian of cross-entropy on masked steps + l2/2 |W_x, W_h, W_out|^2, written out here."""
+    x, y, mask = batch
+    base = {k: p.detach() for k, p in net.named_parameters()}
+    primals = tuple(base[k].clone() for k in names)
+
+    def objective(*chosen):
+        params = base | dict(zip(names, chosen))
+        y_hat, _ = functional_call(net, params, (x,))
+        logp = torch.log_softmax(y_hat, -1).gather(-1, y[..., None])[..., 0]
+        data = -(logp * mask).sum() / mask.sum()
+        return data + 0.5 * l2 * sum(params[k].pow(2).sum() for k in ("W_x", "W_h", "W_out"))
+
+    blocks = torch.autograd.functional.hessian(objective, primals)
+    sizes = [p.numel() for p in primals]
+    return torch.cat([torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(names))], 1)
+                      for i in range(len(names))], 0)
+
+
+ALL = ["W_x", "W_h", "b", "W_out", "b_out"]
+
+
+@pytest.mark.parametrize("params,names", [("recurrent", ["W_h"]), ("all", ALL)])
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_lanczos_top3_equals_dense_eigvalsh(params, names, l2):
+    net, batch = tiny()
+    dense = dense_hessian(net, batch, l2, names)
+    expected = torch.linalg.eigvalsh(dense).flip(0)[:3]
+    op = HessianOperator(net, Objective("ce", l2), batch, params)
+    assert op.names == names
+    v = torch.randn(op.dim, dtype=torch.float64)
+    torch.testing.assert_close(op.matvec(v), dense @ v, rtol=1e-10, atol=1e-12)
+    result = lanczos_eigenvalues(op, k=3, tol=1e-6, max_iter=200)
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, expected, rtol=1e-4, atol=0.0)
+    top1 = top_eigenvalues(net, Objective("ce", l2), batch, params, k=1, tol=1e-6, max_iter=200)
+    assert top1[0] == pytest.approx(float(expected[0]), rel=1e-4)
+
+
+def test_lanczos_finds_largest_algebraic_not_largest_magnitude():
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    spectrum = torch.linspace(-1.0, 1.0, 40, dtype=torch.float64)
+    spectrum[0], spectrum[-3:] = -10.0, torch.tensor([2.0, 2.5, 3.0], dtype=torch.float64)
+    a = q @ torch.diag(spectrum) @ q.T
+    result = lanczos(lambda v: a @ v, torch.randn(40, generator=g, dtype=torch.float64), k=3, tol=1e-8)
+    assert result.converged and result.iterations < 40
+    torch.testing.assert_close(result.eigenvalues, torch.tensor([3.0, 2.5, 2.0], dtype=torch.float64))
+    # the stopping rule is residual-based: stopping early leaves the residual above tol
+    early = lanczos(lambda v: a @ v, torch.randn(40, generator=g, dtype=torch.float64), k=1, tol=1e-12,
+                    max_iter=3)
+    assert not early.converged and early.iterations == 3
+
+
+@pytest.mark.parametrize("params,names", [("recurrent", ["W_h"]), ("all", ALL)])
+def test_pyhessian_backend_agrees_and_leaves_state_alone(params, names):
+    net, batch = tiny()
+    dense = dense_hessian(net, batch, 0.0, names)
+    largest_magnitude = torch.linalg.eigvalsh(dense).abs().max()
+    rng = torch.get_rng_state()
+    values = top_eigenvalues(net, Objective("ce"), batch, params, k=1, tol=1e-7, max_iter=2000, seed=3,
+                             backend="pyhessian")
+    # power iteration: the eigenvalue of largest magnitude, to about its relative-change tolerance
+    assert abs(values[0]) == pytest.approx(float(largest_magnitude), rel=1e-3)
+    assert torch.equal(torch.get_rng_state(), rng)  # global RNG untouched (forked)
+    assert net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_trace_and_relative_flatness_equal_dense_definitions():
+    net, batch = tiny(n=5)
+    l2 = 0.05
+    h = dense_hessian(net, batch, l2, ["W_h"])
+    op = HessianOperator(net, Objective("ce", l2), batch, "recurrent")
+    assert hutchinson_trace(op, basis_probes(op)) == pytest.approx(float(h.trace()), rel=1e-10)
+
+    # Petzka et al.: kappa = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}), H_{s,s'}[t, t'] = d2L / dW[s,t] dW[s',t']
+    w = net.W_h.detach()
+    n = w.shape[0]
+    h4 = h.view(n, n, n, n)
+    kappa = sum(float(w[s] @ w[s2]) * float(torch.diagonal(h4[s, :, s2, :]).sum())
+                for s in range(n) for s2 in range(n))
+    assert relative_flatness(op, net.W_h, basis_probes(op)) == pytest.approx(kappa, rel=1e-10)
+
+    # Rademacher probes: unbiased, within 5 standard errors
+    g = torch.Generator().manual_seed(0)
+    for exact, fn in [(float(h.trace()), lambda v: hutchinson_trace(op, [v])),
+                      (kappa, lambda v: relative_flatness(op, net.W_h, [v]))]:
+        samples = torch.tensor([fn(v) for v in rademacher_probes(op, 400, g)])
+        assert abs(float(samples.mean()) - exact) < 5 * float(samples.std()) / 20 + 1e-12
+
+
+class FakeDataModule:
+    def __init__(self, batch):
+        self.batch, self.calls = batch, 0
+
+    def curvature_batch(self, size, seed):
+        self.calls += 1
+        return tuple(t[:size] for t in self.batch)
+
+
+def test_callback_reports_keys_matches_dense_and_touches_nothing():
+    net, batch = tiny(activation="relu")
+    l2 = 0.01
+    expected = torch.linalg.eigvalsh(dense_hessian(net, batch, l2, ["W_h"])).flip(0)[:2]
+    cb = Curvature(every_n_steps=1, k=2, tol=1e-7, max_iter=100, trace=True, trace_samples=5, flatness=True)
+    dm = FakeDataModule(batch)
+    trainer = SimpleNamespace(datamodule=dm, global_step=4)
+    module = SimpleNamespace(net=net, objective=Objective("ce", l2))
+    rng = torch.get_rng_state()
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    out = cb.measure(trainer, module)
+    again = cb.measure(trainer, module)
+    assert set(out) == {"curvature/lambda_max", "curvature/lambda_2", "curvature/trace",
+                        "curvature/rel_flatness", "curvature/lambda_wnorm"}
+    assert out == again and dm.calls == 1  # the curvature batch is drawn once; results are deterministic
+    assert out["curvature/lambda_max"] == pytest.approx(float(expected[0]), rel=1e-4)
+    assert out["curvature/lambda_2"] == pytest.approx(float(expected[1]), rel=1e-4)
+    assert out["curvature/lambda_wnorm"] == pytest.approx(
+        out["curvature/lambda_max"] * float(net.W_h.detach().pow(2).sum()), rel=1e-12)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(p, before[k]) for k, p in net.named_parameters())
+
+
+def test_bad_settings_fail_with_the_key_named():
+    with pytest.raises(ValueError, match="curvature.params"):
+        Curvature(params="readout")
+    with pytest.raises(ValueError, match="max_iter"):
+        Curvature(k=5, max_iter=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lanczos_runs_unchanged_on_cuda():
+    net, batch = tiny()
+    cpu = top_eigenvalues(net, Objective("ce", 0.05), batch, "all", k=2, tol=1e-7)
+    gpu = top_eigenvalues(net.cuda(), Objective("ce", 0.05), batch, "all", k=2, tol=1e-7)
+    assert gpu == pytest.approx(cpu, rel=1e-6)
