@@ -36,9 +36,11 @@ class RuleModule(pl.LightningModule):
         self.seed = seed
         self.automatic_optimization = False
         self._noise_generator: torch.Generator | None = None
+        self._noise_state: torch.Tensor | None = None  # restored from a checkpoint, applied on first use
 
     # ----- what a step does -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
+        batch = self.in_net_dtype(batch)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         noise = self.net.sample_noise(batch[0], self.noise_generator())
@@ -51,6 +53,12 @@ class RuleModule(pl.LightningModule):
             scheduler.step()
         self.log("train/batch_loss", estimate.loss.detach(), prog_bar=True, batch_size=batch[0].shape[0])
         return estimate.loss.detach()
+
+    def in_net_dtype(self, batch):
+        """Inputs (and regression targets) in the network's dtype, so float64=true trains in double."""
+        x, y, mask = batch
+        dtype = self.net.W_h.dtype
+        return x.to(dtype), (y.to(dtype) if y.is_floating_point() else y), mask.to(dtype)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Raise Diverged if the loss or any update is NaN/Inf (one host sync per step)."""
@@ -74,6 +82,12 @@ class RuleModule(pl.LightningModule):
             return None
         if self._noise_generator is None or self._noise_generator.device != self.device:
             self._noise_generator = torch.Generator(device=self.device).manual_seed(self.seed + self.global_rank)
+            if self._noise_state is not None:  # resumed: continue the saved stream
+                try:
+                    self._noise_generator.set_state(self._noise_state)
+                except RuntimeError:  # saved on another device type: a fresh stream is the best we can do
+                    pass
+                self._noise_state = None
         return self._noise_generator
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -81,10 +95,8 @@ class RuleModule(pl.LightningModule):
             checkpoint["noise_generator"] = self._noise_generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("noise_generator")
-        if state is not None:
-            self._noise_generator = torch.Generator(device="cpu")
-            self._noise_generator.set_state(state)
+        self._noise_state = checkpoint.get("noise_generator")
+        self._noise_generator = None
 
     @property
     def lr(self) -> float:

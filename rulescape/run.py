@@ -60,8 +60,9 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
         at = 1 + next((i for i, name in enumerate(cfg.callbacks.enabled) if name == "generalization"), -1)
         measurements.insert(at, StopAtTestAcc(cfg.stop_at_test_acc))
     last = out_dir / "checkpoints" / "last.ckpt"
+    # no version counter: a run resumed into its own directory keeps updating last.ckpt
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
-                                 every_n_train_steps=cfg.checkpoint_every or None)
+                                 every_n_train_steps=cfg.checkpoint_every or None, enable_version_counter=False)
     return [*measurements, checkpoint, InterruptCheckpoint(last), TQDMProgressBar(refresh_rate=25)]
 
 

@@ -92,6 +92,9 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg, "curvature.params", CURVATURE_PARAMS)
     require_int(cfg, "curvature.k", 1)
     require_int(cfg, "curvature.batch_size", 1)
+    require_real(cfg, "curvature.tol", 0.0, low_open=True)
+    require_int(cfg, "curvature.max_iter", cfg.curvature.k if isinstance(cfg.curvature.k, int) else 1)
+    require_int(cfg, "curvature.trace_samples", 1)
     require_int(cfg, "alignment.every_n_steps", 0)
     require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
     if cfg.stop_at_test_acc is not None and "generalization" not in cfg.callbacks.enabled:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, compose_config
 from rulescape.cli import group_options
@@ -15,7 +16,7 @@ from rulescape.run import train
 from rulescape.validate import validate
 
 GROUPS = ["task", "model", "rule", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
-NEEDS = {"bptt_scaled": ["rule.rho=0.5"]}  # options that need a value to be a valid run
+NEEDS = {"bptt_scaled": ["rule.rho=0.5"], "matched_step": ["rule.rho=0.5"]}  # options that need a value to be a valid run
 QUICK = ["logger=none", "trainer.max_steps=6", "eval_every=3", "checkpoint_every=0",
          "task.train_size=64", "task.test_size=64", "task.batch_size=16", "model.hidden_size=16",
          "curvature.batch_size=16", "curvature.every_n_steps=3", "alignment.every_n_steps=3"]
@@ -32,7 +33,8 @@ def test_every_config_group_option_composes_and_validates(group):
         assert options, f"conf/{group} is empty"
     for option in options:
         cfg = compose_config([f"{group}={option}", *NEEDS.get(option, [])])
-        assert cfg[group] is not None or group == "experiment"
+        if group != "experiment":  # presets are global: they leave no `experiment` node
+            assert cfg[group] is not None
         if group != "trainer" or option == "cpu":  # gpu/ddp compose but need hardware to run
             validate(cfg)
 
@@ -89,3 +91,19 @@ def test_cli_run_with_offline_wandb_prints_summary_and_exits_zero(tmp_path):
     assert "[ok] rule=bptt task=dms seed=0" in result.stdout
     assert json.loads((out / "summary.json").read_text())["status"] == "ok"
     assert list((out / "wandb").glob("offline-run-*")), "wandb should have written an offline run"
+
+
+def test_float64_runs_train_in_double(tmp_path):
+    summary = train(compose_config(QUICK + ["float64=true", "rule=eprop"]), tmp_path)
+    assert summary["status"] == "ok", summary["error"]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state["net.W_h"].dtype == torch.float64
+
+
+def test_resume_into_the_same_directory_keeps_one_last_checkpoint(tmp_path):
+    train(compose_config(QUICK + ["trainer.max_steps=3"]), tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    summary = train(compose_config(QUICK + [f"ckpt_path={ckpt}"]), tmp_path)
+    assert summary["status"] == "ok" and summary["steps"] == 6
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 6

@@ -33,6 +33,8 @@ BAD = [  # (overrides, words the one-line message must contain)
     (["task.noise=-1"], ["task.noise=-1"]),
     (["curvature.backend=arpack"], ["curvature.backend='arpack'", "lanczos", "pyhessian"]),
     (["curvature.params=readout"], ["curvature.params='readout'", "recurrent", "all"]),
+    (["curvature.tol=0"], ["curvature.tol=0"]),
+    (["curvature.k=5", "curvature.max_iter=3"], ["curvature.max_iter=3", "integer >= 5"]),
     (["rule=tbptt", "rule.window=0"], ["rule.window=0", "integer >= 1"]),
     (["rule=bptt_scaled"], ["rule.rho", "rule.rho_from"]),
     (["rule=bptt_scaled", "rule.rho_from=/nonexistent/run"], ["rho_from", "/nonexistent/run"]),
