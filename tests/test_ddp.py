@@ -1,0 +1,82 @@
+"""Data parallelism averages every rule's estimate exactly like a gradient: 2 CPU processes (gloo,
+ddp_spawn), each with half of every global batch, end with the parameters of one process on the whole
+batch. Built with the run's own helpers (build_datamodule, build_module) and a compact Trainer."""
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import compose_config
+from datamodules import build_datamodule
+from rulescape.run import build_module, group_params
+
+STEPS = 4
+# T = 6 steps of 100 ms; 16 trials, global batch 8 (4 per rank); lr large enough that every step moves weights
+TINY = ["logger=none", "callbacks=none", "float64=true", "model.hidden_size=8", "model.alpha=0.5",
+        f"trainer.max_steps={STEPS}", "task.dt=100", "task.fixation=100", "task.sample=200", "task.delay=200",
+        "task.test=100", "task.train_size=16", "task.test_size=8", "task.batch_size=8", "optimizer.lr=0.5",
+        "l2=0.01"]
+RULE_OVERRIDES = {"bptt": [], "eprop": [], "rflo": [], "mdgl": [], "tbptt": ["rule.window=2"],
+                  "bptt_scaled": ["rule.rho=0.4"]}
+QUICK_RULES = ("bptt", "eprop")  # the others spawn 2 processes each: slow marker
+
+
+class SaveWeights(pl.Callback):
+    """Every rank writes its final module state (network, rule buffers) and the input sum of each batch it
+    trained on to <folder>/rank<k>.pt."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(float(batch[0].sum()))
+
+    def on_train_end(self, trainer, pl_module):
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "seen": self.seen}, f"{self.folder}/rank{trainer.global_rank}.pt")
+
+
+def train_tiny(rule: str, folder, devices: int):
+    """Train the tiny config; return the initial state_dict and {rank: final state_dict} of every rank."""
+    cfg = compose_config(TINY + [f"rule={rule}", *RULE_OVERRIDES[rule]])
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
+    module = build_module(cfg, dm)
+    init = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    folder.mkdir()
+    strategy = dict(strategy="ddp_spawn") if devices > 1 else {}
+    # precision="64-true" casts the float32 trials to the float64 network (build_module only doubles the net)
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, **strategy, precision="64-true",
+                         max_steps=STEPS, max_epochs=-1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False,
+                         callbacks=[SaveWeights(str(folder))])
+    trainer.fit(module, datamodule=dm)
+    return init, {k: torch.load(folder / f"rank{k}.pt") for k in range(devices)}
+
+
+RULE_PARAMS = [pytest.param(r, marks=() if r in QUICK_RULES else pytest.mark.slow) for r in RULE_OVERRIDES]
+
+
+@pytest.mark.parametrize("rule", RULE_PARAMS)
+def test_two_processes_equal_one_on_the_whole_batch(rule, tmp_path):
+    init, ranks = train_tiny(rule, tmp_path / "one", devices=1)
+    init_two, ranks_two = train_tiny(rule, tmp_path / "two", devices=2)
+    # each rank trained on its own half of every global batch (else agreement would prove nothing)
+    seen = [ranks[0]["seen"], ranks_two[0]["seen"], ranks_two[1]["seen"]]
+    assert all(len(s) == STEPS for s in seen)
+    assert seen[1] != seen[2]
+    assert [a + b for a, b in zip(seen[1], seen[2])] == pytest.approx(seen[0], rel=1e-9)
+    one, two = ranks[0]["state"], [ranks_two[k]["state"] for k in (0, 1)]
+    for name, value in init.items():  # same seed, same start (network and rule state, e.g. RFLO's B)
+        torch.testing.assert_close(init_two[name], value, rtol=0, atol=0)
+    assert one.keys() == two[0].keys() == two[1].keys()
+    moved = 0.0
+    for name, value in one.items():
+        torch.testing.assert_close(two[0][name], two[1][name], rtol=0, atol=0, msg=f"ranks disagree on {name}")
+        torch.testing.assert_close(two[0][name], value, rtol=1e-5, atol=1e-8, msg=f"{rule}: {name}")
+        if name.startswith("net.W"):
+            moved = max(moved, float((value - init[name]).abs().max()))
+    assert moved > 1e-3, "training did not move the weights: the comparison would be vacuous"
