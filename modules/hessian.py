@@ -57,7 +57,7 @@ class _ObjectiveOf(nn.Module):
         self.net, self.objective, self.batch = net, objective, batch
 
     def forward(self) -> torch.Tensor:
-        y_hat, _ = self.net(self.batch[0])  # exact network: no truncation, no noise
+        y_hat, _ = self.net(self.batch[0], stepwise_readout=True)  # exact network: no truncation, no noise
         return Rule.objective_of(self.net, y_hat, self.batch, self.objective)
 
 

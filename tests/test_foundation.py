@@ -107,3 +107,18 @@ def test_resume_into_the_same_directory_keeps_one_last_checkpoint(tmp_path):
     assert summary["status"] == "ok" and summary["steps"] == 6
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
     assert torch.load(ckpt, weights_only=False)["global_step"] == 6
+
+
+def test_stepwise_readout_computes_the_same_outputs_and_gradients():
+    from modules.rnn import RateRNN
+    torch.manual_seed(0)
+    net = RateRNN(3, 9, 2, alpha=0.3).double()
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    y1, r1 = net(x)
+    y2, r2 = net(x, stepwise_readout=True)
+    assert torch.equal(r1, r2)
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    g1 = torch.autograd.grad(y1.square().sum(), [net.W_h, net.W_x])
+    g2 = torch.autograd.grad(y2.square().sum(), [net.W_h, net.W_x])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
