@@ -110,6 +110,17 @@ class RunRecord(pl.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)
         self.written_status = status
+        self.publish(trainer, summary)
+
+    def publish(self, trainer, summary: dict) -> None:
+        """Hand summary.json to wandb (uploaded now, or with `wandb sync` when offline) and put the status
+        and final scalars in the wandb run summary, so `report.py --wandb` reads the same record."""
+        scalars = {k: v for k, v in summary.items() if isinstance(v, (str, int, float)) or v is None}
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                run = logger.experiment
+                run.summary.update({f"run/{k}": v for k, v in scalars.items()})
+                run.save(str(self.out_dir / "summary.json"), base_path=str(self.out_dir), policy="now")
 
     def on_train_end(self, trainer, pl_module):
         self.write(trainer, pl_module, "ok")

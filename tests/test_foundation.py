@@ -90,7 +90,9 @@ def test_cli_run_with_offline_wandb_prints_summary_and_exits_zero(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[ok] rule=bptt task=dms seed=0" in result.stdout
     assert json.loads((out / "summary.json").read_text())["status"] == "ok"
-    assert list((out / "wandb").glob("offline-run-*")), "wandb should have written an offline run"
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs, "wandb should have written an offline run"
+    assert (runs[0] / "files" / "summary.json").is_file(), "the record should travel with `wandb sync`"
 
 
 def test_float64_runs_train_in_double(tmp_path):
