@@ -1,0 +1,23 @@
+"""bench.py in its tiny mode, so that it cannot rot (the numbers themselves are not checked here)."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_tiny_prints_every_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "bench.py", "--tiny", "--tasks", "dms", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for heading in ("x plain BPTT", "speed-up", "share", "runs/hour"):
+        assert heading in result.stdout
+    data = json.loads(out.read_text())
+    steps = {row["what"]: row for row in data["train_step"]}
+    assert set(steps) == {"plain", "bptt", "eprop", "rflo", "mdgl", "tbptt", "bptt_scaled"}
+    assert all(row["ms_per_step"] > 0 for row in steps.values())
+    curvature = data["curvature"][0]
+    assert curvature["lanczos_rel_err"] < 1e-4 and curvature["pyhessian_rel_err"] < 1e-4
+    assert 0 < data["cadence"][0]["fraction_of_run"] < 1
+    assert data["default_run"]["runs_per_hour_2_jobs"] > 0
