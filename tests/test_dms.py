@@ -1,0 +1,106 @@
+"""Delayed match-to-sample data: shapes, seeded draws, the train/test protocol, and labels decoded back from
+the stimuli themselves."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datamodules.dms import DMSDataModule
+
+SMALL = dict(train_size=256, test_size=256)
+
+
+def sets(**kw):
+    dm = DMSDataModule(**{**SMALL, **kw})
+    dm.setup()
+    return dm, dm.train_set, dm.test_set
+
+
+def stimulus_windows(x: torch.Tensor, amplitude: float = 1.0):
+    """From noiseless trials (n, T, C): the channel and on-steps of the two stimuli of each trial, read off the
+    input alone: (sample channel, test channel, sample on-steps (n, T), test on-steps (n, T))."""
+    on = x > amplitude / 2                                   # (n, T, C)
+    any_on = on.any(-1)                                      # (n, T)
+    # the test stimulus is the burst that runs to the end of the trial; the sample is the earlier one
+    off_before_end = torch.where(~any_on, torch.arange(x.shape[1]), -1).max(1).values   # last silent step
+    test_steps = torch.arange(x.shape[1])[None, :] > off_before_end[:, None]
+    sample_steps = any_on & ~test_steps
+    sample_channel = (on & sample_steps[..., None]).sum(1).argmax(-1)
+    test_channel = (on & test_steps[..., None]).sum(1).argmax(-1)
+    return sample_channel, test_channel, sample_steps, test_steps
+
+
+def test_shapes_dtypes_and_loss_on_the_last_step():
+    dm, train, test = sets(response_steps=2)
+    assert dm.T == 50 and dm.input_size == 2 and dm.output_size == 2 and dm.loss == "ce"
+    for trials, n in ((train, 256), (test, 256)):
+        assert trials.x.shape == (n, 50, 2) and trials.x.dtype == torch.float32
+        assert trials.y.shape == (n, 50) and trials.y.dtype == torch.int64
+        assert trials.mask.shape == (n, 50) and trials.mask.dtype == torch.float32
+        assert torch.equal(trials.mask[:, -2:], torch.ones(n, 2)) and trials.mask[:, :-2].sum() == 0
+        assert torch.equal(trials.y, trials.y[:, :1].expand(n, 50))     # one label per trial
+        assert set(trials.y.unique().tolist()) == {0, 1}
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    _, a_train, a_test = sets(seed=5)
+    _, b_train, b_test = sets(seed=5)
+    _, c_train, _ = sets(seed=6)
+    assert torch.equal(a_train.x, b_train.x) and torch.equal(a_train.y, b_train.y)
+    assert torch.equal(a_test.x, b_test.x) and torch.equal(a_test.y, b_test.y)
+    assert not torch.equal(a_train.x, c_train.x)
+
+
+def test_test_trials_are_fresh_draws_never_training_trials():
+    # same noise level for both sets, so only the random stream can tell them apart
+    _, train, test = sets(noise=0.1, test_noise=0.1)
+    distance = torch.cdist(test.x.flatten(1), train.x.flatten(1))
+    assert distance.min() > 0.5    # 100 noisy values of std 0.1 apart: ~1.4 expected, 0 for a shared draw
+    # ... and the noise itself is independent between the sets
+    clean_free = slice(0, 5)       # fixation: no stimulus, pure noise
+    r = torch.corrcoef(torch.stack([train.x[:, clean_free].flatten(), test.x[:, clean_free].flatten()]))[0, 1]
+    assert abs(r) < 0.1
+
+
+def test_noise_levels_train_clean_and_test_noisy():
+    _, train, test = sets(noise=0.0, test_noise=0.5)
+    assert set(train.x.unique().tolist()) <= {0.0, 1.0}                  # training inputs carry no noise
+    fixation = test.x[:, :5]                                              # 100 ms, no stimulus: pure noise
+    assert fixation.std().item() == pytest.approx(0.5, rel=0.05)
+    _, train, test = sets(noise=0.1, test_noise=0.3)
+    assert train.x[:, :5].std().item() == pytest.approx(0.1, rel=0.05)
+    assert test.x[:, :5].std().item() == pytest.approx(0.3, rel=0.05)
+
+
+@pytest.mark.parametrize("n_stimuli", [2, 3])
+def test_labels_are_balanced_and_mean_match(n_stimuli):
+    _, train, test = sets(n_stimuli=n_stimuli, noise=0.0, test_noise=0.0)
+    for trials in (train, test):
+        label = trials.y[:, 0]
+        assert int(label.sum()) == len(label) // 2                       # exactly half match
+        sample, probe, _, _ = stimulus_windows(trials.x)
+        assert torch.equal(label, (sample == probe).long())               # decoded from the inputs alone
+        assert len(sample.unique()) == n_stimuli
+
+
+def test_timing_of_training_trials_and_other_test_delays():
+    dm, train, test = sets(noise=0.0, test_noise=0.0, test_delays=[300.0, 600.0])
+    _, _, sample_steps, test_steps = stimulus_windows(train.x)
+    assert torch.equal(sample_steps.sum(1), torch.full((256,), 10))       # 200 ms sample
+    assert torch.equal(test_steps.sum(1), torch.full((256,), 10))         # 200 ms test, to the end
+    t = torch.arange(50)
+
+    def delays(sample_steps, test_steps):
+        sample_end = torch.where(sample_steps, t, -1).max(1).values + 1
+        test_start = torch.where(test_steps, t, 99).min(1).values
+        return (test_start - sample_end) * dm.dt
+
+    assert set(delays(sample_steps, test_steps).tolist()) == {500.0}      # the training delay
+    _, _, sample_steps, test_steps = stimulus_windows(test.x)
+    assert set(delays(sample_steps, test_steps).tolist()) == {300.0, 600.0}
+    assert torch.equal(test.mask[:, -1], torch.ones(256))                 # the response stays at the end
+
+
+def test_impossible_test_delay_is_refused():
+    with pytest.raises(ValueError, match="test_delays"):
+        DMSDataModule(test_delays=[2000.0])
