@@ -9,7 +9,8 @@ def fmt(value) -> str:
 
 
 def print_summary(summary: dict, out_dir) -> None:
-    keys = ["train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss", "lambda_max", "rho_mean"]
+    keys = ["train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss", "train_nmse", "test_nmse",
+            "lambda_max", "rho_mean"]
     parts = [f"{k}={fmt(summary.get(k))}" for k in keys if summary.get(k) is not None]
     print(f"[{summary['status']}] rule={summary['rule']} task={summary['task']} seed={summary['seed']} "
           f"steps={summary['steps']} {' '.join(parts)} wall={summary['wall_time_s']:.1f}s")
