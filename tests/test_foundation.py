@@ -46,7 +46,7 @@ def test_short_run_writes_the_documented_record(tmp_path):
     assert RECORD_FIELDS <= set(summary)
     assert summary["status"] == "ok" and summary["steps"] == 6
     assert (summary["rule"], summary["task"], summary["seed"]) == ("bptt", "dms", 0)
-    assert summary["lr"] == pytest.approx(0.2)  # dms recommends plain SGD at 0.2
+    assert summary["lr"] == pytest.approx(0.1)  # dms recommends plain SGD at 0.1
     assert 0.0 <= summary["train_acc"] <= 1.0 and 0.0 <= summary["test_acc"] <= 1.0
     assert summary["gap_acc"] == pytest.approx(summary["train_acc"] - summary["test_acc"])
     assert summary["gap_loss"] == pytest.approx(summary["test_loss"] - summary["train_loss"])
