@@ -124,3 +124,13 @@ def test_stepwise_readout_computes_the_same_outputs_and_gradients():
     g2 = torch.autograd.grad(y2.square().sum(), [net.W_h, net.W_x])
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_smoke_preset_runs_every_measurement(tmp_path):
+    summary = train(compose_config(["experiment=smoke", "logger=none", "rule=mdgl"]), tmp_path)
+    assert summary["status"] == "ok" and summary["steps"] == 20
+    for key in ("lambda_max", "rho", "train_acc", "test_acc", "theory_stability", "align_cos"):
+        assert summary["history"][key], key
+    assert summary["lambda_max"] == summary["history"]["lambda_max"][-1][1]
+    assert summary["rho_mean"] == pytest.approx(sum(v for _, v in summary["history"]["rho"]) /
+                                                len(summary["history"]["rho"]))
