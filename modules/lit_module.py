@@ -26,14 +26,16 @@ class Diverged(RuntimeError):
 
 class RuleModule(pl.LightningModule):
     def __init__(self, net: RateRNN, rule: Rule, objective: Objective, optimizer: Any,
-                 scheduler: Any = None, seed: int = 0, config: dict | None = None):
+                 scheduler: Any = None, seed: int = 0, config: dict | None = None, clip_norm: float | None = None):
         """optimizer: a callable params -> torch.optim.Optimizer (e.g. a Hydra partial);
-        scheduler: None or a callable optimizer -> LR scheduler stepped once per training step."""
+        scheduler: None or a callable optimizer -> LR scheduler stepped once per training step;
+        clip_norm: None, or the largest norm of the whole update (rescaled above it; off by default because
+        it changes a rule's step length, which rho and Theorem 1 are about)."""
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.net, self.rule, self.objective = net, rule, objective
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.seed = seed
+        self.seed, self.clip_norm = seed, clip_norm
         self.automatic_optimization = False
         self._noise_generator: torch.Generator | None = None
         self._noise_state: torch.Tensor | None = None  # restored from a checkpoint, applied on first use
@@ -47,6 +49,8 @@ class RuleModule(pl.LightningModule):
         estimate = self.rule.surrogate(self.net, batch, self.objective, noise=noise)
         self.manual_backward(estimate.surrogate)
         self.check_finite(estimate.loss)
+        if self.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_norm)
         opt.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:

@@ -51,7 +51,7 @@ def build_module(cfg: DictConfig, dm) -> RuleModule:
     scheduler = build_optimizer(cfg.scheduler) if cfg.scheduler.get("_target_") else None
     config = OmegaConf.to_container(cfg, resolve=True)
     return RuleModule(net, rule, Objective(dm.loss, cfg.l2), build_optimizer(cfg.optimizer), scheduler,
-                      seed=cfg.seed, config=config)
+                      seed=cfg.seed, config=config, clip_norm=cfg.clip_norm)
 
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:

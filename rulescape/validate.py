@@ -97,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "curvature.trace_samples", 1)
     require_int(cfg, "alignment.every_n_steps", 0)
     require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
+    require_real(cfg, "clip_norm", 0.0, low_open=True, optional=True)
     if cfg.stop_at_test_acc is not None and "generalization" not in cfg.callbacks.enabled:
         raise ConfigError("stop_at_test_acc needs the generalization measurement; add it to callbacks.enabled")
     if cfg.rule.name == "tbptt":

@@ -134,3 +134,9 @@ def test_smoke_preset_runs_every_measurement(tmp_path):
     assert summary["lambda_max"] == summary["history"]["lambda_max"][-1][1]
     assert summary["rho_mean"] == pytest.approx(sum(v for _, v in summary["history"]["rho"]) /
                                                 len(summary["history"]["rho"]))
+
+
+def test_experiment_presets_override_the_primary_config():
+    cfg = compose_config(["experiment=smoke"])
+    assert cfg.trainer.max_steps == 20 and cfg.curvature.every_n_steps == 10 and cfg.eval_every == 10
+    assert compose_config(["experiment=lr_decay"]).optimizer.lr == 0.3

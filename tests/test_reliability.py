@@ -42,6 +42,7 @@ BAD = [  # (overrides, words the one-line message must contain)
     (["alignment.every_n_steps=-1"], ["alignment.every_n_steps=-1"]),
     (["trainer=gpu"] if not torch.cuda.is_available() else ["trainer.max_steps=0"],
      ["no CUDA device"] if not torch.cuda.is_available() else ["trainer.max_steps=0"]),
+    (["clip_norm=-1"], ["clip_norm=-1", "(0, inf)"]),
     (["stop_at_test_acc=1.5"], ["stop_at_test_acc=1.5", "[0, 1]"]),
     (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path='/nonexistent/last.ckpt'", "no such file"]),
 ]
@@ -144,3 +145,19 @@ def test_stop_at_test_acc_ends_the_run_at_the_first_evaluation_reaching_it(tmp_p
     assert summary["status"] == "ok"
     assert summary["steps"] == 4  # step 0 does not count: the first evaluation after training started
     assert summary["history"]["test_acc"][-1][0] == 4
+
+
+def test_clip_norm_bounds_the_update(tmp_path):
+    """With a tiny clip norm one SGD step moves the weights by at most lr * clip_norm."""
+    summary = train(compose_config(QUICK + ["trainer.max_steps=1", "clip_norm=1e-3", "optimizer.lr=0.5"]), tmp_path)
+    assert summary["status"] == "ok"
+    from rulescape.run import build_module
+    from datamodules import build_datamodule
+    cfg = compose_config(QUICK)
+    pl.seed_everything(cfg.seed, verbose=False)
+    initial = build_module(cfg, build_datamodule("dms", **{k: v for k, v in cfg.task.items()
+                                                          if k not in ("name", "alpha")})).net.state_dict()
+    final = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    moved = torch.sqrt(sum(((final[f"net.{k}"] - v) ** 2).sum() for k, v in initial.items()
+                           if v.is_floating_point() and k in ("W_x", "W_h", "b", "W_out", "b_out")))
+    assert 0 < moved <= 0.5 * 1e-3 * (1 + 1e-5)
