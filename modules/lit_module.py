@@ -36,6 +36,7 @@ class RuleModule(pl.LightningModule):
         self.net, self.rule, self.objective = net, rule, objective
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.seed, self.clip_norm = seed, clip_norm
+        self.log_every = 10  # steps between train/batch_loss logs
         self.automatic_optimization = False
         self._noise_generator: torch.Generator | None = None
         self._noise_state: torch.Tensor | None = None  # restored from a checkpoint, applied on first use
@@ -55,8 +56,13 @@ class RuleModule(pl.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        self.log("train/batch_loss", estimate.loss.detach(), prog_bar=True, batch_size=batch[0].shape[0])
+        if self.global_step % self.log_every == 0:  # Lightning's logging costs ~0.3 ms: not every step
+            self.log("train/batch_loss", estimate.loss.detach(), prog_bar=True, batch_size=batch[0].shape[0])
         return estimate.loss.detach()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """A batch is a tuple of three tensors: move them directly (Lightning's generic walk costs ~0.2 ms)."""
+        return tuple(t.to(device, non_blocking=True) for t in batch)
 
     def in_net_dtype(self, batch):
         """Inputs (and regression targets) in the network's dtype, so float64=true trains in double."""

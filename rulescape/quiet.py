@@ -13,6 +13,8 @@ EXPECTED_WARNINGS = [
     (Warning, r".*The dirpath has changed from.*"),
     (Warning, r".*does not have many workers which may be a bottleneck.*"),
     (Warning, r".*The number of training batches .* is smaller than the logging interval.*"),
+    # our LightningModule moves its (x, y, mask) batches itself, on purpose
+    (Warning, r".*You have overridden `transfer_batch_to_device` in `LightningModule`.*"),
     # PyHessian (the curvature cross-check backend) differentiates with backward(create_graph=True)
     (Warning, r".*Using backward\(\) with create_graph=True.*"),
 ]

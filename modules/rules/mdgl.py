@@ -15,13 +15,20 @@ from modules.rules import register
 from modules.rules.base import Estimate, Rule
 
 
-def type_averaged(w: torch.Tensor, types: torch.Tensor, n_types: int, mask: torch.Tensor) -> torch.Tensor:
-    """Replace each (post type, pre type) block of w (post x pre) by its mean over entries where mask is 1."""
+def block_means(w: torch.Tensor, types: torch.Tensor, n_types: int, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K x K) means of each (post type, pre type) block of w (post x pre) over entries where mask is 1,
+    and the (N x K) one-hot type matrix."""
     onehot = torch.nn.functional.one_hot(types, n_types).to(w.dtype)  # (N, K)
-    block_sum = onehot.T @ (w * mask) @ onehot                           # (K, K)
+    block_sum = onehot.T @ (w * mask) @ onehot
     block_cnt = onehot.T @ mask @ onehot
-    block_mean = block_sum / block_cnt.clamp_min(1.0)
-    return onehot @ block_mean @ onehot.T
+    return block_sum / block_cnt.clamp_min(1.0), onehot
+
+
+def type_averaged(w: torch.Tensor, types: torch.Tensor, n_types: int, mask: torch.Tensor) -> torch.Tensor:
+    """W_bar: each (post type, pre type) block of w (post x pre) replaced by its mean over masked entries."""
+    means, onehot = block_means(w, types, n_types, mask)
+    return onehot @ means @ onehot.T
 
 
 def rate_derivative(net, r: torch.Tensor) -> torch.Tensor:
@@ -40,6 +47,7 @@ class MDGL(Rule):
     name = "mdgl"
 
     def modulatory_weight(self, net) -> torch.Tensor:
+        """W_bar (N x N), for inspection; the update uses its rank-K factorisation."""
         return type_averaged(net.recurrent_weight().detach(), net.types, net.n_cell_types, net.no_autapse)
 
     def surrogate(self, net, batch, objective, noise=None):
@@ -49,6 +57,9 @@ class MDGL(Rule):
         with torch.no_grad():
             signal = delta @ net.W_out                                   # L_t, (B, T, N)
             a = rate_derivative(net, r) * signal                         # psi_{t+1} L_{t+1}
+            # a W_bar with W_bar = onehot M onehot^T, as (a onehot) M onehot^T: O(N K) per step, not O(N^2)
+            means, onehot = block_means(net.recurrent_weight().detach(), net.types, net.n_cell_types,
+                                        net.no_autapse)
             extra = torch.zeros_like(r)
-            extra[:, :-1] = net.alpha * (a[:, 1:] @ self.modulatory_weight(net))
+            extra[:, :-1] = net.alpha * ((a[:, 1:] @ onehot) @ means) @ onehot.T
         return Estimate(loss + (extra * r).sum(), loss, y_hat)
