@@ -63,7 +63,8 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     # no version counter: a run resumed into its own directory keeps updating last.ckpt
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every or None, enable_version_counter=False)
-    return [*measurements, checkpoint, InterruptCheckpoint(last), TQDMProgressBar(refresh_rate=25)]
+    bar = [TQDMProgressBar(refresh_rate=25)] if cfg.trainer.get("enable_progress_bar", True) else []
+    return [*measurements, checkpoint, InterruptCheckpoint(last), *bar]
 
 
 def run_name(cfg: DictConfig) -> str:

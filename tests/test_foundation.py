@@ -17,7 +17,8 @@ from rulescape.validate import validate
 
 GROUPS = ["task", "model", "rule", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 NEEDS = {"bptt_scaled": ["rule.rho=0.5"], "matched_step": ["rule.rho=0.5"]}  # options that need a value to be a valid run
-QUICK = ["logger=none", "trainer.max_steps=6", "eval_every=3", "checkpoint_every=0",
+QUICK = ["logger=none", "trainer.enable_progress_bar=false",
+         "trainer.max_steps=6", "eval_every=3", "checkpoint_every=0",
          "task.train_size=64", "task.test_size=64", "task.batch_size=16", "model.hidden_size=16",
          "curvature.batch_size=16", "curvature.every_n_steps=3", "alignment.every_n_steps=3"]
 

@@ -16,7 +16,8 @@ from conftest import ROOT, compose_config
 from rulescape.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError
 from rulescape.run import train
 
-QUICK = ["logger=none", "trainer.max_steps=12", "eval_every=4", "checkpoint_every=0",
+QUICK = ["logger=none", "trainer.enable_progress_bar=false",
+         "trainer.max_steps=12", "eval_every=4", "checkpoint_every=0",
          "task.train_size=64", "task.test_size=64", "task.batch_size=16", "model.hidden_size=16",
          "curvature.batch_size=16", "curvature.every_n_steps=4", "alignment.every_n_steps=4"]
 
