@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from callbacks import CALLBACKS
@@ -96,9 +97,10 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
         module = build_module(cfg, dm)
         check_checkpoint(cfg.ckpt_path, config)
-    except (ConfigError, ValueError) as err:
-        record_failure(str(err))
-        raise ConfigError(str(err)) from err
+    except (ConfigError, ValueError, OmegaConfBaseException) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__  # one line, always
+        record_failure(message)
+        raise ConfigError(message) from err
 
     record = RunRecord(out_dir, config)
     try:

@@ -80,3 +80,15 @@ def test_two_processes_equal_one_on_the_whole_batch(rule, tmp_path):
         if name.startswith("net.W"):
             moved = max(moved, float((value - init[name]).abs().max()))
     assert moved > 1e-3, "training did not move the weights: the comparison would be vacuous"
+
+
+def test_ddp_run_through_the_orchestrator_writes_the_record(tmp_path):
+    """The README's CPU check of the DDP path: 2 gloo processes via ddp_spawn, record written by rank 0."""
+    from conftest import compose_config
+    from rulescape.run import train
+    summary = train(compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.strategy=ddp_spawn",
+                                    "trainer.devices=2", "experiment=smoke", "logger=none", "rule=eprop",
+                                    "trainer.enable_progress_bar=false"]), tmp_path)
+    assert summary["status"] == "ok" and summary["steps"] == 20
+    assert summary["history"]["lambda_max"] and summary["history"]["rho"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
