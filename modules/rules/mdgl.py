@@ -55,11 +55,12 @@ class MDGL(Rule):
         loss = self.objective_of(net, y_hat, batch, objective)
         (delta,) = torch.autograd.grad(loss, y_hat, retain_graph=True)
         with torch.no_grad():
-            signal = delta @ net.W_out                                   # L_t, (B, T, N)
-            a = rate_derivative(net, r) * signal                         # psi_{t+1} L_{t+1}
-            # a W_bar with W_bar = onehot M onehot^T, as (a onehot) M onehot^T: O(N K) per step, not O(N^2)
+            # W_bar = onehot M onehot^T has rank K, so the extra signal is constant within a type:
+            # extra_t = onehot c_t with c_t = alpha (a_{t+1} onehot) M, a = psi * L. Work in (B, T, K).
             means, onehot = block_means(net.recurrent_weight().detach(), net.types, net.n_cell_types,
                                         net.no_autapse)
-            extra = torch.zeros_like(r)
-            extra[:, :-1] = net.alpha * ((a[:, 1:] @ onehot) @ means) @ onehot.T
-        return Estimate(loss + (extra * r).sum(), loss, y_hat)
+            signal = delta[:, 1:] @ net.W_out                            # L_{t+1}, (B, T-1, N)
+            a_type = (rate_derivative(net, r[:, 1:]) * signal) @ onehot  # sum of psi L per type
+            c = net.alpha * (a_type @ means)                             # (B, T-1, K)
+        # <extra_t, r_t> = <c_t, r_t onehot>: its gradient w.r.t. r_t is exactly extra_t
+        return Estimate(loss + (c * (r[:, :-1] @ onehot)).sum(), loss, y_hat)
