@@ -2,10 +2,14 @@
 multiplied by `rho`; the readout keeps its exact gradient like in every rule.
 
 rho comes from `rule.rho`, or from an earlier run's summary.json (`rule.rho_from=<run dir>`, its rho_mean).
-Surrogate: rho * L(readout(r)) + (1 - rho) * L_out(readout(stopgrad(r))), where L_out regularises W_out only.
+Autograd form: the exact network, with gradients scaled by rho where r enters the readout and where W_h,
+W_x enter the L2 term (ScaleGrad: identity forward, rho x backward). One forward and one backward, like
+BPTT; the surrogate's value is the loss.
 """
 import json
 from pathlib import Path
+
+import torch
 
 from modules.rules import register
 from modules.rules.base import Estimate, Rule
@@ -22,6 +26,19 @@ def rho_from_run(run_dir: str) -> float:
     return float(rho)
 
 
+class ScaleGrad(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by `scale` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
 @register
 class ScaledBPTT(Rule):
     name = "bptt_scaled"
@@ -34,9 +51,8 @@ class ScaledBPTT(Rule):
 
     def surrogate(self, net, batch, objective, noise=None):
         r = net.rates(batch[0], noise=noise)
-        y_hat = net.readout(r)
-        loss = self.objective_of(net, y_hat, batch, objective)
+        y_hat = net.readout(ScaleGrad.apply(r, self.rho))   # everything upstream of r gets rho x its gradient
         _, y, mask = batch
-        # value equal to `loss` up to the recurrent weights' L2 term; it gives the readout its exact gradient
-        readout_only = objective(net.readout(r.detach()), y, mask, [net.W_out])
-        return Estimate(self.rho * loss + (1.0 - self.rho) * readout_only, loss, y_hat)
+        scaled = [ScaleGrad.apply(net.W_x, self.rho), ScaleGrad.apply(net.W_h, self.rho)]
+        loss = objective(y_hat, y, mask, [*scaled, net.W_out])  # W_out: exact gradient, like every rule
+        return Estimate(loss, loss, y_hat)
