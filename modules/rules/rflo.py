@@ -34,7 +34,7 @@ class FeedbackReadout(torch.autograd.Function):
 class RFLO(Rule):
     name = "rflo"
 
-    def __init__(self, net, feedback_scale: float = 1.0):
+    def __init__(self, net, feedback_scale: float = 0.3):  # conf/rule/rflo.yaml explains the default
         super().__init__(net)
         n, n_out = net.hidden_size, net.output_size
         feedback = torch.randn(n, n_out, dtype=net.W_out.dtype) * (feedback_scale / math.sqrt(n))
