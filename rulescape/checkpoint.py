@@ -7,18 +7,10 @@ from pathlib import Path
 import torch
 
 from rulescape.errors import ConfigError
+from rulescape.validate import lookup
 
 # config keys that must match between the checkpoint and the run that resumes it
 MUST_MATCH = ("rule.name", "task.name", "model.hidden_size", "model.activation", "model.dale", "float64")
-
-
-def _get(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 def check_checkpoint(path: str | None, config: dict) -> None:
@@ -36,6 +28,6 @@ def check_checkpoint(path: str | None, config: dict) -> None:
     if not saved:
         raise ConfigError(f"ckpt_path={path!r} is not a rulescape checkpoint (it stores no run config)")
     for key in MUST_MATCH:
-        if _get(saved, key) != _get(config, key):
-            raise ConfigError(f"ckpt_path={path!r} was saved with {key}={_get(saved, key)!r} but this run "
-                              f"has {key}={_get(config, key)!r}")
+        if lookup(saved, key) != lookup(config, key):
+            raise ConfigError(f"ckpt_path={path!r} was saved with {key}={lookup(saved, key)!r} but this run "
+                              f"has {key}={lookup(config, key)!r}")

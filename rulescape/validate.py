@@ -14,23 +14,24 @@ CURVATURE_BACKENDS = ("lanczos", "pyhessian")
 CURVATURE_PARAMS = ("recurrent", "all")
 
 
-def _get(cfg: DictConfig, key: str):
-    node = cfg
+def lookup(config, key: str):
+    """config["a"]["b"] for key "a.b" in a DictConfig or plain nested dicts; None where a part is missing."""
+    node = config
     for part in key.split("."):
-        if node is None or part not in node:
+        if not hasattr(node, "keys") or part not in node:
             return None
         node = node[part]
     return node
 
 
 def require_choice(cfg, key: str, allowed) -> None:
-    value = _get(cfg, key)
+    value = lookup(cfg, key)
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
 
 
 def require_int(cfg, key: str, minimum: int, optional: bool = False) -> None:
-    value = _get(cfg, key)
+    value = lookup(cfg, key)
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
@@ -39,7 +40,7 @@ def require_int(cfg, key: str, minimum: int, optional: bool = False) -> None:
 
 def require_real(cfg, key: str, low: float, high: float = math.inf, *, low_open: bool = False,
                  optional: bool = False) -> None:
-    value = _get(cfg, key)
+    value = lookup(cfg, key)
     if value is None and optional:
         return
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -105,6 +106,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.rule.name == "rflo":
         require_real(cfg, "rule.feedback_scale", 0.0, low_open=True)
     if cfg.rule.name == "bptt_scaled":
-        if _get(cfg, "rule.rho") is None and _get(cfg, "rule.rho_from") is None:
+        if lookup(cfg, "rule.rho") is None and lookup(cfg, "rule.rho_from") is None:
             raise ConfigError("rule=bptt_scaled needs rule.rho=<number> or rule.rho_from=<run dir>; both are null")
         require_real(cfg, "rule.rho", -math.inf, optional=True)
