@@ -21,7 +21,7 @@ import math
 import torch
 
 from callbacks.history import HistoryCallback
-from modules.hessian import prepare_batch
+from modules.rules.base import prepare_batch
 
 LAMBDA_KEY = "curvature/lambda_max"
 

@@ -10,19 +10,17 @@ import torch
 
 from callbacks.history import HistoryCallback
 from modules.objective import task_scores
+from modules.rules.base import prepare_batch
 
 
 @torch.no_grad()
 def evaluate(net, trials, loss_kind: str, batch_size: int = 1024) -> dict[str, float]:
     """Scores of `net` on a whole TrialSet, in chunks of batch_size; see module docstring for keys."""
-    device = net.W_h.device
-    dtype = net.W_h.dtype
     totals: dict[str, torch.Tensor] = {}
     for start in range(0, len(trials), batch_size):
-        x, y, mask = trials.batch(slice(start, start + batch_size))
-        y_hat, _ = net(x.to(device, dtype))
-        y = y.to(device) if loss_kind == "ce" else y.to(device, dtype)
-        for k, v in task_scores(loss_kind, y_hat, y, mask.to(device)).items():
+        x, y, mask = prepare_batch(trials.batch(slice(start, start + batch_size)), net)
+        y_hat, _ = net(x)
+        for k, v in task_scores(loss_kind, y_hat, y, mask).items():
             totals[k] = totals.get(k, 0.0) + v
     out = {"loss": float(totals["loss_sum"] / totals["count"])}
     if loss_kind == "ce":

@@ -33,7 +33,7 @@ from torch.func import functional_call, grad, vjp
 from modules.lanczos import LanczosResult, lanczos
 from modules.objective import Objective
 from modules.rnn import RateRNN
-from modules.rules.base import Batch, Rule
+from modules.rules.base import Batch, Rule, prepare_batch
 
 PARAM_SETS = ("recurrent", "all")
 
@@ -59,14 +59,6 @@ class _ObjectiveOf(nn.Module):
     def forward(self) -> torch.Tensor:
         y_hat, _ = self.net(self.batch[0], stepwise_readout=True)  # exact network: no truncation, no noise
         return Rule.objective_of(self.net, y_hat, self.batch, self.objective)
-
-
-def prepare_batch(batch: Batch, net: nn.Module) -> Batch:
-    """The batch on the network's device, inputs in its dtype (targets keep theirs: class indices stay long)."""
-    w = net.W_h
-    x, y, mask = batch
-    y = y.to(w.device) if not y.is_floating_point() else y.to(w.device, w.dtype)
-    return x.to(w.device, w.dtype), y, mask.to(w.device, w.dtype)
 
 
 class HessianOperator:

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from modules.objective import Objective
 from modules.rnn import RateRNN
 from modules.rules import Rule
+from modules.rules.base import prepare_batch
 
 
 class Diverged(RuntimeError):
@@ -43,7 +44,7 @@ class RuleModule(pl.LightningModule):
 
     # ----- what a step does -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        batch = self.in_net_dtype(batch)
+        batch = prepare_batch(batch, self.net)  # float64=true trains in double
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         noise = self.net.sample_noise(batch[0], self.noise_generator())
@@ -63,12 +64,6 @@ class RuleModule(pl.LightningModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """A batch is a tuple of three tensors: move them directly (Lightning's generic walk costs ~0.2 ms)."""
         return tuple(t.to(device, non_blocking=True) for t in batch)
-
-    def in_net_dtype(self, batch):
-        """Inputs (and regression targets) in the network's dtype, so float64=true trains in double."""
-        x, y, mask = batch
-        dtype = self.net.W_h.dtype
-        return x.to(dtype), (y.to(dtype) if y.is_floating_point() else y), mask.to(dtype)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Raise Diverged if the loss or any update is NaN/Inf (one host sync per step)."""

@@ -17,6 +17,14 @@ from modules.rnn import RateRNN
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, T, N_in), y, mask (B, T)
 
 
+def prepare_batch(batch: Batch, net: nn.Module) -> Batch:
+    """The batch on the network's device, inputs in its dtype (targets keep theirs: class indices stay long)."""
+    w = net.W_h
+    x, y, mask = batch
+    y = y.to(w.device) if not y.is_floating_point() else y.to(w.device, w.dtype)
+    return x.to(w.device, w.dtype), y, mask.to(w.device, w.dtype)
+
+
 @dataclass
 class Estimate:
     surrogate: torch.Tensor  # scalar; d(surrogate)/d(params) is the rule's gradient estimate
