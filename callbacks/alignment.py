@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from callbacks.history import HistoryCallback
+from callbacks.history import HistoryCallback, merged_history
 from modules.rules.base import prepare_batch
 
 LAMBDA_KEY = "curvature/lambda_max"
@@ -51,13 +51,9 @@ def gradients(pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
 def latest(trainer, key: str) -> float | None:
     """The most recent value of a measured metric: from the callbacks' histories (checkpointed, so this
     survives a resume), else from what has been logged this session."""
-    best = None
-    for cb in trainer.callbacks:
-        points = (getattr(cb, "history", None) or {}).get(key)
-        if points and (best is None or points[-1][0] >= best[0]):
-            best = points[-1]
-    if best is not None:
-        return best[1]
+    points = merged_history(trainer).get(key)
+    if points:
+        return points[-1][1]
     value = trainer.callback_metrics.get(key)
     return float(value) if value is not None else None
 

@@ -6,6 +6,14 @@ import math
 import pytorch_lightning as pl
 
 
+def merged_history(trainer) -> dict[str, list[list[float]]]:
+    """Every measurement callback's history in one dict (each metric key belongs to one callback)."""
+    merged: dict = {}
+    for cb in trainer.callbacks:
+        merged.update(getattr(cb, "history", None) or {})
+    return merged
+
+
 class HistoryCallback(pl.Callback):
     """Base for measurement callbacks: records values, logs them with self.log, survives resume.
 

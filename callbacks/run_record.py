@@ -12,6 +12,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from callbacks.history import merged_history
+
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 
 
@@ -95,17 +97,11 @@ class RunRecord(pl.Callback):
         self.start = time.time()
         self.written_status: str | None = None
 
-    def collect_history(self, trainer) -> dict:
-        merged: dict = {}
-        for cb in trainer.callbacks:
-            merged.update(getattr(cb, "history", None) or {})
-        return merged
-
     def write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
         if trainer.global_rank != 0:
             return
         exact = bool(getattr(getattr(pl_module, "rule", None), "exact", False))
-        summary = build_summary(status, self.config, self.collect_history(trainer), trainer.global_step,
+        summary = build_summary(status, self.config, merged_history(trainer), trainer.global_step,
                                 time.time() - self.start, error=error, exact_rule=exact)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)

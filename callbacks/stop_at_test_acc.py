@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
+from callbacks.history import merged_history
+
 
 class StopAtTestAcc(pl.Callback):
     def __init__(self, target: float):
@@ -13,8 +15,7 @@ class StopAtTestAcc(pl.Callback):
         self.stopped_at: int | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        history = next((cb.history for cb in trainer.callbacks if "test/acc" in getattr(cb, "history", {})), {})
-        points = history.get("test/acc", [])
+        points = merged_history(trainer).get("test/acc", [])
         if points and points[-1][0] == trainer.global_step and points[-1][1] >= self.target:
             self.stopped_at = trainer.global_step
             trainer.should_stop = True
