@@ -66,13 +66,17 @@ class StepBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.total_steps, self.seed = n, batch_size, total_steps, seed
         self.start, self.rank, self.world_size = start, rank, world_size
         self.per_pass = n // batch_size  # drop the incomplete last batch of a pass
+        self._pass, self._order = None, None
 
     def __len__(self) -> int:
         return self.total_steps
 
     def permutation(self, pass_index: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
-        return torch.randperm(self.n, generator=g)
+        """The seeded order of pass `pass_index`; kept while a pass lasts (not redrawn every step)."""
+        if self._pass != pass_index:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
+            self._pass, self._order = pass_index, torch.randperm(self.n, generator=g)
+        return self._order
 
     def global_batch(self, step: int) -> torch.Tensor:
         pass_index, k = divmod(step, self.per_pass)
