@@ -34,7 +34,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from callbacks.alignment import Alignment  # noqa: E402
+from callbacks.alignment import gradients  # noqa: E402
 from callbacks.generalization import Generalization  # noqa: E402
 from modules.hessian import top_eigenvalues  # noqa: E402
 from modules.objective import Objective  # noqa: E402
@@ -176,7 +176,6 @@ def cadence_table(task: str, step_ms: float, repeats: int, extra: list[str]) -> 
     c = cfg.curvature
     ms_curv, _ = time_call(lambda: top_eigenvalues(net, objective, batch, c.params, c.k, c.tol, c.max_iter), repeats)
     train_batch = dm.train_set.batch(slice(0, dm.batch_size))
-    from callbacks.alignment import gradients
     ms_align, _ = time_call(lambda: gradients(module, train_batch), repeats)
     steps = cfg.trainer.max_steps
     n_eval = steps // cfg.eval_every + 1 if cfg.eval_every else 2

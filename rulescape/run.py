@@ -22,7 +22,7 @@ from modules.lit_module import Diverged, RuleModule, build_optimizer
 from modules.objective import Objective
 from modules.rnn import RateRNN
 from modules.rules import build_rule
-from rulescape.errors import (EXIT_CONFIG, EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
 from rulescape.quiet import quiet_third_party
