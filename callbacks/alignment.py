@@ -7,33 +7,30 @@ surrogate (its estimate). Writing g_hat = rho g + e with e orthogonal to g:
     align/rho     = <g_hat, g> / <g, g>
     align/cos     = <g_hat, g> / (|g_hat| |g|)
     align/e_ratio = |g_hat - rho g| / |g|
-    theory/lambda_bound = 1 / (|rho| eta)          eta = the current learning rate
-    theory/stability    = |rho| eta lambda_1       below 1 at a stable SGD fixed point (Theorem 1);
-                          lambda_1 = the latest curvature/lambda_max (skipped before one is known)
+    align/norm_ratio = |g_hat| / |g|             (a well-aligned but vanishingly short update has a tiny one)
+
+Theorem 1's quantities (|rho| eta lambda_1 and its bound) are computed at curvature steps, from that
+step's lambda_1 and the mean rho since the previous one: callbacks/theory.py.
 
 Both gradients come from torch.autograd.grad, never .backward(): nothing reaches .grad, and under DDP no
 gradient all-reduce is triggered (each rank measures its own slice of the batch).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from callbacks.history import HistoryCallback, merged_history
+from callbacks.history import HistoryCallback
 from modules.rules.base import prepare_batch
 
-LAMBDA_KEY = "curvature/lambda_max"
-
-
 def alignment(g_hat: torch.Tensor, g: torch.Tensor) -> dict[str, float]:
-    """rho, cos and e_ratio of an estimate g_hat against the true gradient g (same shape), in float64."""
+    """rho, cos, e_ratio and norm_ratio of an estimate g_hat against the true gradient g (same shape), in float64."""
     g_hat, g = g_hat.detach().double().reshape(-1), g.detach().double().reshape(-1)
     gg = torch.dot(g, g)
     rho = torch.dot(g_hat, g) / gg
     return {"align/rho": float(rho),
             "align/cos": float(torch.dot(g_hat, g) / (g_hat.norm() * g.norm())),
-            "align/e_ratio": float((g_hat - rho * g).norm() / gg.sqrt())}
+            "align/e_ratio": float((g_hat - rho * g).norm() / gg.sqrt()),
+            "align/norm_ratio": float(g_hat.norm() / gg.sqrt())}
 
 
 def gradients(pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,16 +45,6 @@ def gradients(pl_module, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return g_hat, g
 
 
-def latest(trainer, key: str) -> float | None:
-    """The most recent value of a measured metric: from the callbacks' histories (checkpointed, so this
-    survives a resume), else from what has been logged this session."""
-    points = merged_history(trainer).get(key)
-    if points:
-        return points[-1][1]
-    value = trainer.callback_metrics.get(key)
-    return float(value) if value is not None else None
-
-
 class Alignment(HistoryCallback):
     phase = "before"
 
@@ -70,10 +57,5 @@ class Alignment(HistoryCallback):
         return cls(every_n_steps=cfg.alignment.every_n_steps)
 
     def measure(self, trainer, pl_module, batch) -> dict[str, float]:
-        out = alignment(*gradients(pl_module, batch))
-        eta, rho = pl_module.lr, abs(out["align/rho"])
-        out["theory/lambda_bound"] = 1.0 / (rho * eta) if rho != 0 else math.inf  # NaN stays NaN
-        lambda_1 = latest(trainer, LAMBDA_KEY)
-        if lambda_1 is not None:
-            out["theory/stability"] = rho * eta * lambda_1
-        return out
+        pl_module.rule.set_step(trainer.global_step)  # a step-dependent rule estimates as in training
+        return alignment(*gradients(pl_module, batch))

@@ -2,7 +2,8 @@
 
 Keys: train/loss, test/loss, gap/loss = test_loss - train_loss (all tasks; primary for regression);
 train/acc, test/acc, gap/acc = train_acc - test_acc (classification); train/nmse, test/nmse (regression:
-MSE divided by the target's variance). Evaluated with the exact, noiseless network.
+MSE divided by the target's variance); shift/loss, shift/acc (shift/nmse) on the task's shifted test set
+when it has one (an extra metric, not part of the gap). Evaluated with the exact, noiseless network.
 """
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ class Generalization(HistoryCallback):
         pl_module.net.eval()
         train = evaluate(pl_module.net, dm.train_set, dm.loss, self.batch_size)
         test = evaluate(pl_module.net, dm.test_set, dm.loss, self.batch_size)
+        shift = evaluate(pl_module.net, dm.shift_set, dm.loss, self.batch_size) if dm.shift_set is not None else {}
         pl_module.net.train(was_training)
         out = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
+        out |= {f"shift/{k}": v for k, v in shift.items()}
         out["gap/loss"] = test["loss"] - train["loss"]
         if "acc" in train:
             out["gap/acc"] = train["acc"] - test["acc"]

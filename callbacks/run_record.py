@@ -49,7 +49,8 @@ def clean(value):
 # summary key -> history key (the logged metric name)
 FINAL_KEYS = {"train_acc": "train/acc", "test_acc": "test/acc", "gap_acc": "gap/acc",
               "train_loss": "train/loss", "test_loss": "test/loss", "gap_loss": "gap/loss",
-              "train_nmse": "train/nmse", "test_nmse": "test/nmse", "lambda_max": "curvature/lambda_max"}
+              "train_nmse": "train/nmse", "test_nmse": "test/nmse", "lambda_max": "curvature/lambda_max",
+              "shift_acc": "shift/acc", "shift_loss": "shift/loss"}
 
 
 HISTORY_ALIASES = {"curvature/lambda_max": "lambda_max", "align/rho": "rho"}
@@ -61,7 +62,7 @@ def history_name(key: str) -> str:
 
 
 def build_summary(status: str, config: dict, history: dict, steps: int, wall_time_s: float,
-                  error: str | None = None, exact_rule: bool = False) -> dict:
+                  error: str | None = None, exact_rule: bool = False, extra: dict | None = None) -> dict:
     """The summary dict from a run's flat history {metric key: [[step, value], ...]}."""
     if status not in STATUSES:
         raise ValueError(f"unknown status '{status}'; choose one of: {', '.join(STATUSES)}")
@@ -76,6 +77,9 @@ def build_summary(status: str, config: dict, history: dict, steps: int, wall_tim
     }
     summary.update({k: last(history, h) for k, h in FINAL_KEYS.items()})
     summary["rho_mean"] = sum(rho) / len(rho) if rho else (1.0 if exact_rule else None)
+    ratio = [v for _, v in history.get("align/norm_ratio", []) if v is not None and math.isfinite(v)]
+    summary["norm_ratio_mean"] = sum(ratio) / len(ratio) if ratio else (1.0 if exact_rule else None)
+    summary.update({"stop_target": None, "stopped_at": None, "warnings": []} | (extra or {}))
     summary["history"] = {history_name(k): v for k, v in history.items()}
     summary.update({"error": error, "wall_time_s": wall_time_s, "versions": versions(), "config": config})
     return clean(summary)
@@ -100,9 +104,14 @@ class RunRecord(pl.Callback):
     def write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
         if trainer.global_rank != 0:
             return
-        exact = bool(getattr(getattr(pl_module, "rule", None), "exact", False))
+        rule = getattr(pl_module, "rule", None)
+        exact = bool(getattr(rule, "exact", False))
+        extra = {"warnings": list(getattr(rule, "warnings", []))}
+        for cb in trainer.callbacks:  # the matched point, when the run had a stop target
+            if callable(getattr(cb, "summary", None)):
+                extra |= cb.summary()
         summary = build_summary(status, self.config, merged_history(trainer), trainer.global_step,
-                                time.time() - self.start, error=error, exact_rule=exact)
+                                time.time() - self.start, error=error, exact_rule=exact, extra=extra)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)
         self.written_status = status

@@ -89,7 +89,9 @@ class StepBatchSampler(Sampler[list[int]]):
 
 class TrialDataModule(pl.LightningDataModule):
     """Base DataModule. Subclasses set input_size, output_size, loss ('ce' | 'mse'), has_accuracy and
-    implement make_sets() -> (train TrialSet, test TrialSet)."""
+    implement make_sets() -> (train TrialSet, test TrialSet). A task may also offer a *shifted* test set
+    (make_shift_set: other noise or timing than training): an extra, separately named metric (shift/*),
+    never the headline gap, which compares the training set with fresh draws of the same distribution."""
 
     input_size: int
     output_size: int
@@ -101,6 +103,10 @@ class TrialDataModule(pl.LightningDataModule):
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.train_set: TrialSet | None = None
         self.test_set: TrialSet | None = None
+        self.shift_set: TrialSet | None = None
+
+    def make_shift_set(self) -> TrialSet | None:
+        return None
 
     def make_sets(self) -> tuple[TrialSet, TrialSet]:
         raise NotImplementedError
@@ -108,6 +114,7 @@ class TrialDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set, self.test_set = self.make_sets()
+            self.shift_set = self.make_shift_set()
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -7,8 +7,9 @@
 The input is `n_inputs` channels of a fixed N(0, 1) pattern (one value per channel and step, drawn once
 per seed, identical on every trial): the network's clock. A trial is that pattern plus i.i.d. Gaussian
 input noise. The training set is `train_size` noise realisations of std `noise` (fixed, seeded); the test
-set is `test_size` fresh realisations (another random stream) of the larger std `test_noise`, so
-gap/loss = test MSE - train MSE measures how the learned solution copes with inputs it never saw.
+set is `test_size` fresh realisations (another random stream) of the same std (`test_noise` defaults to
+`noise`), so gap/loss = test MSE - train MSE measures how the learned solution copes with inputs it never
+saw from the distribution it trained on. A shifted test set of std `shift_noise` gives the shift/* metrics.
 No accuracy: the generalization callback reports MSE and normalised MSE (MSE / variance of the target).
 Coarse steps (dt = 20 ms over 1000 ms: T = 50) so that a CPU run takes minutes.
 """
@@ -39,7 +40,8 @@ class PatternDataModule(TrialDataModule):
     def __init__(self, dt: float = 20.0, duration: float = 1000.0,
                  periods: list[float] = (1000.0, 500.0, 333.0, 200.0), amplitude_range: list[float] = (0.5, 2.0),
                  n_inputs: int = 10, train_size: int = 64, test_size: int = 512, noise: float = 0.2,
-                 test_noise: float = 0.5, batch_size: int = 64, seed: int = 0, **_ignored):
+                 test_noise: float | None = None, shift_noise: float | None = None, batch_size: int = 64,
+                 seed: int = 0, **_ignored):
         super().__init__(batch_size=batch_size, seed=seed)
         self.dt = float(dt)
         self.T = int(round(duration / dt))
@@ -57,7 +59,9 @@ class PatternDataModule(TrialDataModule):
         self.amplitude_range = (low, high)
         self.input_size = int(n_inputs)
         self.train_size, self.test_size = int(train_size), int(test_size)
-        self.noise, self.test_noise = float(noise), float(test_noise)
+        self.noise = float(noise)
+        self.test_noise = self.noise if test_noise is None else float(test_noise)
+        self.shift_noise = None if shift_noise is None else float(shift_noise)
 
         # the frozen part of every trial, drawn once per seed: target and input pattern
         g = torch.Generator().manual_seed(3 * self.seed)
@@ -79,3 +83,8 @@ class PatternDataModule(TrialDataModule):
         train = self.draw(self.train_size, self.noise, torch.Generator().manual_seed(3 * self.seed + 1))
         test = self.draw(self.test_size, self.test_noise, torch.Generator().manual_seed(3 * self.seed + 2))
         return train, test
+
+    def make_shift_set(self) -> TrialSet | None:
+        if self.shift_noise is None:
+            return None
+        return self.draw(self.test_size, self.shift_noise, torch.Generator().manual_seed(3 * self.seed + 100_003))

@@ -81,6 +81,11 @@ class RateRNN(nn.Module):
             n_inh = int((self.pre_sign < 0).sum())
             if n_inh:
                 self.W_h[:, self.pre_sign < 0] *= (n - n_inh) / n_inh
+            # that balance makes inhibitory entries (n - n_inh) / n_inh times larger, which inflates the
+            # spectral radius (about 2 g at 80% E): rescale so the RMS entry is g / sqrt(N) again, as without
+            # Dale's law (otherwise a relu network starts chaotic, with a top Hessian eigenvalue of ~7000)
+            rms = float((self.W_h * self.no_autapse).pow(2).sum() / (n * (n - 1))) ** 0.5
+            self.W_h.mul_(g / (math.sqrt(n) * rms))
         self.W_out.normal_(0.0, readout_scale / math.sqrt(n))
 
     def recurrent_weight(self) -> torch.Tensor:

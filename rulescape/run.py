@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from callbacks import CALLBACKS
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
-from callbacks.stop_at_test_acc import StopAtTestAcc
+from callbacks.stop_at_target import StopAtTarget
 from callbacks.run_record import RunRecord, build_summary, write_summary
 from datamodules import build_datamodule
 from modules.lit_module import Diverged, RuleModule, build_optimizer
@@ -34,7 +34,10 @@ STATUS_EXIT = {"ok": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INT
 
 
 def group_params(node: DictConfig, *drop: str) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop}
+    """The group's keys as plain values, without `drop` (dropped before resolving: they may refer to what
+    only a sweep defines)."""
+    return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+            for k, v in ((k, node[k]) for k in node if k not in drop)}
 
 
 def build_network(cfg: DictConfig, dm) -> RateRNN:
@@ -57,9 +60,9 @@ def build_module(cfg: DictConfig, dm) -> RuleModule:
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     measurements = [CALLBACKS[name].from_config(cfg) for name in cfg.callbacks.enabled]
-    if cfg.stop_at_test_acc is not None:  # right after Generalization, before the other measurements
-        at = 1 + next((i for i, name in enumerate(cfg.callbacks.enabled) if name == "generalization"), -1)
-        measurements.insert(at, StopAtTestAcc(cfg.stop_at_test_acc))
+    stop = StopAtTarget.from_config(cfg)
+    if stop is not None:  # before the measurements: they then record its stopping step as the final one
+        measurements.insert(0, stop)
     last = out_dir / "checkpoints" / "last.ckpt"
     # no version counter: a run resumed into its own directory keeps updating last.ckpt
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
@@ -94,7 +97,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
+        dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
         module = build_module(cfg, dm)
         check_checkpoint(cfg.ckpt_path, config)
     except (ConfigError, ValueError, OmegaConfBaseException) as err:

@@ -97,10 +97,20 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "curvature.max_iter", cfg.curvature.k if isinstance(cfg.curvature.k, int) else 1)
     require_int(cfg, "curvature.trace_samples", 1)
     require_int(cfg, "alignment.every_n_steps", 0)
+    require_real(cfg, "stop_at_train_acc", 0.0, 1.0, optional=True)
     require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
+    require_real(cfg, "stop_at_train_loss", 0.0, optional=True)
+    require_real(cfg, "stop_at_test_loss", 0.0, optional=True)
+    require_int(cfg, "stop_check_every", 1)
+    require_real(cfg, "stop_wait_s", 0.0)
     require_real(cfg, "clip_norm", 0.0, low_open=True, optional=True)
-    if cfg.stop_at_test_acc is not None and "generalization" not in cfg.callbacks.enabled:
-        raise ConfigError("stop_at_test_acc needs the generalization measurement; add it to callbacks.enabled")
+    from callbacks.stop_at_target import TARGETS
+    stops = [k for k in TARGETS if lookup(cfg, k) is not None or lookup(cfg, f"{k}_from") is not None]
+    if len(stops) > 1:
+        raise ConfigError(f"at most one stop target at a time; got {', '.join(stops)}")
+    if any(k.endswith("_acc") for k in stops) and TASKS[cfg.task.name].loss != "ce":
+        raise ConfigError(f"{stops[0]}: task={cfg.task.name} has no accuracy; use "
+                          f"{stops[0].replace('_acc', '_loss')}")
     if cfg.rule.name == "tbptt":
         require_int(cfg, "rule.window", 1)
     if cfg.rule.name == "rflo":

@@ -83,8 +83,9 @@ def test_labels_are_balanced_and_mean_match(n_stimuli):
         assert len(sample.unique()) == n_stimuli
 
 
-def test_timing_of_training_trials_and_other_test_delays():
-    dm, train, test = sets(noise=0.0, test_noise=0.0, test_delays=[300.0, 600.0])
+def test_timing_of_training_trials_and_shifted_delays():
+    dm, train, _ = sets(noise=0.0, test_noise=0.0, shift_delays=[300.0, 600.0])
+    test = dm.shift_set
     _, _, sample_steps, test_steps = stimulus_windows(train.x)
     assert torch.equal(sample_steps.sum(1), torch.full((256,), 10))       # 200 ms sample
     assert torch.equal(test_steps.sum(1), torch.full((256,), 10))         # 200 ms test, to the end
@@ -101,6 +102,27 @@ def test_timing_of_training_trials_and_other_test_delays():
     assert torch.equal(test.mask[:, -1], torch.ones(256))                 # the response stays at the end
 
 
-def test_impossible_test_delay_is_refused():
-    with pytest.raises(ValueError, match="test_delays"):
-        DMSDataModule(test_delays=[2000.0])
+def test_impossible_shift_delay_is_refused():
+    with pytest.raises(ValueError, match="shift_delays"):
+        DMSDataModule(shift_delays=[2000.0])
+
+
+def test_headline_test_set_is_the_training_distribution_and_the_shift_set_is_separate():
+    """By default test trials are fresh draws of the training distribution (same noise, same delay); the
+    shifted set (larger noise) is another stream, and absent unless asked for."""
+    dm, train, test = sets(noise=1.0)
+    assert dm.test_noise == 1.0 and dm.shift_set is None
+    assert float(test.x.std()) == pytest.approx(float(train.x.std()), rel=0.05)
+    dm, train, test = sets(noise=1.0, shift_noise=1.5)
+    assert float(dm.shift_set.x.std()) > 1.3 * float(test.x.std())
+    assert not torch.equal(dm.shift_set.x[:, :, :1], test.x[:, :, :1])
+
+
+def test_ideal_observer_is_perfect_without_noise_and_worse_with_more():
+    dm, train, _ = sets(noise=1e-3)
+    assert dm.ideal_observer_accuracy(train, 1e-3) == 1.0
+    dm, _, test = sets(noise=1.0, test_size=4096)
+    easy = dm.ideal_observer_accuracy(test, 1.0)
+    dm, _, test = sets(noise=2.0, test_size=4096)
+    hard = dm.ideal_observer_accuracy(test, 2.0)
+    assert 0.9 < easy < 1.0 and 0.55 < hard < easy

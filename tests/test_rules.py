@@ -68,7 +68,7 @@ def reference(rule_name, rule, net, batch, loss, l2=0.0, noise=None):
     return ref.rule_gradients(
         rule_name, params, x, y, m, alpha=net.alpha, activation=net.activation, loss=loss, l2=l2,
         dale_sign=net.pre_sign.numpy() if net.dale else None, drive_noise=drive_noise,
-        feedback=rule.feedback.numpy() if rule_name == "rflo" else None, types=net.types.numpy(),
+        feedback=rule.feedback_matrix(net).detach().numpy() if rule_name == "rflo" else None, types=net.types.numpy(),
         window=getattr(rule, "window", None), rho=getattr(rule, "rho", 1.0))
 
 
@@ -270,3 +270,23 @@ def test_rflo_feedback_is_a_seeded_buffer():
     torch.testing.assert_close(a.feedback, b.feedback)
     assert "feedback" in a.state_dict() and a.feedback.dtype == torch.float64
     assert not list(a.parameters())
+
+
+@pytest.mark.parametrize("norm", ["readout", "fixed"])
+def test_rflo_feedback_length_follows_its_principle(norm):
+    """readout: |B_eff| = scale |W_out| whatever the readout grows to; fixed: B_eff = scale B. Either way
+    the direction is B's, and the W_h update scales with the feedback scale (a rule ignoring it fails)."""
+    net, batch, objective = make_net("tanh", 0.5), make_batch("ce", "all"), Objective("ce")
+    rule = build_rule("rflo", net, feedback_scale=2.0, feedback_norm=norm)
+    with torch.no_grad():
+        net.W_out.mul_(7.0)  # a trained readout is much longer than the initial one
+    b_eff = rule.feedback_matrix(net)
+    want = 2.0 * (net.W_out.norm() if norm == "readout" else rule.feedback.norm())
+    assert float(b_eff.norm()) == pytest.approx(float(want), rel=1e-12)
+    assert float(torch.nn.functional.cosine_similarity(b_eff.flatten(), rule.feedback.flatten(), dim=0)) == pytest.approx(1.0)
+    half = build_rule("rflo", net, feedback_scale=1.0, feedback_norm=norm)
+    half.feedback.copy_(rule.feedback)
+    g2, g1 = grads_of(rule, net, batch, objective), grads_of(half, net, batch, objective)
+    np.testing.assert_allclose(g2["W_h"], 2.0 * g1["W_h"], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="feedback_norm"):
+        build_rule("rflo", net, feedback_norm="bogus")

@@ -44,6 +44,13 @@ class Rule(nn.Module):
 
     def __init__(self, net: RateRNN):
         super().__init__()
+        self.step = 0
+        self.warnings: list[str] = []  # said once, in the log and in summary.json
+
+    def set_step(self, step: int) -> None:
+        """The training step whose batch the next estimate is for (set by the training loop and by the
+        alignment measurement); only step-dependent rules (bptt_scaled following a rho history) read it."""
+        self.step = int(step)
 
     def surrogate(self, net: RateRNN, batch: Batch, objective: Objective,
                   noise: torch.Tensor | None = None) -> Estimate:

@@ -1,12 +1,28 @@
 """Step-length-matched BPTT (the control of the study's Fig. 4): the exact gradient of W_h, W_x and b
-multiplied by `rho`; the readout keeps its exact gradient like in every rule.
+multiplied by rho; the readout keeps its exact gradient like in every rule.
 
-rho comes from `rule.rho`, or from an earlier run's summary.json (`rule.rho_from=<run dir>`, its rho_mean).
+rho comes from `rule.rho`, or from an earlier run's record (`rule.rho_from=<run dir or glob matching one
+run dir>`, its summary.json):
+
+    rho_mode=mean     rho = that run's rho_mean, at every step
+    rho_mode=history  rho(step) = the last rho that run measured at or before `step` (its first value before
+                      that): the control follows the bio rule's step length through training (e-prop's rho
+                      falls from ~0.75 to ~0.1 on dms, so a constant mean over-steps late in training)
+
+The history is copied into buffers at construction, so a checkpoint carries it and a resume is exact even if
+the source record changes. `rule.rho_wait_s` > 0 waits that long for the source record to appear (a study
+sweep runs the control after the bio rule it follows, in the same multirun).
+
 Autograd form: the exact network, with gradients scaled by rho where r enters the readout and where W_h,
 W_x enter the L2 term (ScaleGrad: identity forward, rho x backward). One forward and one backward, like
 BPTT; the surrogate's value is the loss.
 """
+from __future__ import annotations
+
+import glob
 import json
+import math
+import time
 from pathlib import Path
 
 import torch
@@ -14,16 +30,50 @@ import torch
 from modules.rules import register
 from modules.rules.base import Estimate, Rule
 
+RHO_MODES = ("mean", "history")
 
-def rho_from_run(run_dir: str) -> float:
+
+def find_record(run_dir: str, wait_s: float = 0.0) -> dict:
+    """The summary.json of the one finished run that `run_dir` (a path or a glob) names; waits up to
+    wait_s seconds for it to exist and be finished."""
+    deadline = time.monotonic() + float(wait_s)
+    while True:
+        matches = sorted(glob.glob(str(run_dir))) if glob.has_magic(str(run_dir)) else [str(run_dir)]
+        if len(matches) > 1:
+            raise ValueError(f"rule.rho_from={run_dir!r} matches {len(matches)} run dirs; it must name one")
+        path = Path(matches[0]) / "summary.json" if matches else None
+        if path is not None and path.is_file():
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise ValueError(f"rule.rho_from: '{path}' is not a readable summary.json ({err})") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"rule.rho_from: '{path}' is not a run record")
+            if record.get("status") != "interrupted":  # a finished run, whatever its outcome
+                return record
+        if time.monotonic() >= deadline:
+            raise ValueError(f"rule.rho_from: no finished summary.json in '{run_dir}'")
+        time.sleep(2.0)
+
+
+def rho_from_run(run_dir: str, wait_s: float = 0.0) -> float:
     """The mean rho recorded in <run_dir>/summary.json."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        raise ValueError(f"rule.rho_from: no summary.json in '{run_dir}'")
-    rho = json.loads(path.read_text()).get("rho_mean")
-    if rho is None:
-        raise ValueError(f"rule.rho_from: '{path}' has no rho_mean (was alignment measured in that run?)")
+    rho = find_record(run_dir, wait_s).get("rho_mean")
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not math.isfinite(rho):
+        raise ValueError(f"rule.rho_from: '{run_dir}' has no rho_mean (was alignment measured in that run?)")
     return float(rho)
+
+
+def rho_history_from_run(run_dir: str, wait_s: float = 0.0) -> list[tuple[int, float]]:
+    """The [(step, rho), ...] history recorded in <run_dir>/summary.json (finite values only)."""
+    points = ((find_record(run_dir, wait_s).get("history") or {}).get("rho")) or []
+    try:
+        points = [(int(s), float(v)) for s, v in points if v is not None and math.isfinite(float(v))]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"rule.rho_from: '{run_dir}' has a malformed rho history") from err
+    if not points:
+        raise ValueError(f"rule.rho_from: '{run_dir}' has no rho history (was alignment measured in that run?)")
+    return sorted(points)
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -43,16 +93,38 @@ class ScaleGrad(torch.autograd.Function):
 class ScaledBPTT(Rule):
     name = "bptt_scaled"
 
-    def __init__(self, net, rho: float | None = None, rho_from: str | None = None):
+    def __init__(self, net, rho: float | None = None, rho_from: str | None = None, rho_mode: str = "mean",
+                 rho_wait_s: float = 0.0):
         super().__init__(net)
+        if rho_mode not in RHO_MODES:
+            raise ValueError(f"rule.rho_mode={rho_mode!r}; choose one of: {', '.join(RHO_MODES)}")
         if rho is None and rho_from is None:
             raise ValueError("rule=bptt_scaled needs rule.rho=<float> or rule.rho_from=<run dir>")
-        self.rho = float(rho) if rho is not None else rho_from_run(rho_from)
+        if rho is not None:  # an explicit rho wins
+            points = [(0, float(rho))]
+        elif rho_mode == "mean":
+            points = [(0, rho_from_run(rho_from, rho_wait_s))]
+        else:
+            points = rho_history_from_run(rho_from, rho_wait_s)
+        self.rho_mode = rho_mode if rho is None else "mean"
+        self.register_buffer("rho_steps", torch.tensor([s for s, _ in points], dtype=torch.long))
+        self.register_buffer("rho_values", torch.tensor([v for _, v in points], dtype=torch.float64))
+
+    @property
+    def rho(self) -> float:
+        """rho at the current step."""
+        return self.rho_at(self.step)
+
+    def rho_at(self, step: int) -> float:
+        """The last recorded rho at or before `step` (the first one before any)."""
+        i = int(torch.searchsorted(self.rho_steps, torch.tensor(int(step)), right=True)) - 1
+        return float(self.rho_values[max(i, 0)])
 
     def surrogate(self, net, batch, objective, noise=None):
+        rho = self.rho
         r = net.rates(batch[0], noise=noise)
-        y_hat = net.readout(ScaleGrad.apply(r, self.rho))   # everything upstream of r gets rho x its gradient
+        y_hat = net.readout(ScaleGrad.apply(r, rho))   # everything upstream of r gets rho x its gradient
         _, y, mask = batch
-        scaled = [ScaleGrad.apply(net.W_x, self.rho), ScaleGrad.apply(net.W_h, self.rho)]
+        scaled = [ScaleGrad.apply(net.W_x, rho), ScaleGrad.apply(net.W_h, rho)]
         loss = objective(y_hat, y, mask, [*scaled, net.W_out])  # W_out: exact gradient, like every rule
         return Estimate(loss, loss, y_hat)

@@ -9,6 +9,8 @@ j's type, signed. The extra term uses the readout-only L_{t+1}: one step, never 
 
 Autograd form: surrogate = loss + sum_t <stopgrad(extra_t), r_t> on the truncated network.
 """
+import logging
+
 import torch
 
 from modules.rules import register
@@ -42,9 +44,29 @@ def rate_derivative(net, r: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"no derivative for activation '{net.activation}'")
 
 
+log = logging.getLogger("rulescape")
+NEGLIGIBLE = 0.05  # |W_bar| / |W_h| below this: MDGL's extra signal is too small to matter
+
+
+def modulation_ratio(net) -> float:
+    """|W_bar|_F / |W_h|_F of the effective recurrent weights: how much of W_h the cell types carry."""
+    w = net.recurrent_weight().detach()
+    w_bar = type_averaged(w, net.types, net.n_cell_types, net.no_autapse)
+    return float(w_bar.norm() / w.norm().clamp_min(1e-30))
+
+
 @register
 class MDGL(Rule):
     name = "mdgl"
+
+    def __init__(self, net):
+        super().__init__(net)
+        ratio = modulation_ratio(net)
+        if ratio < NEGLIGIBLE:  # e.g. without Dale's law: random signs average out within each block
+            message = (f"mdgl: cell-type-averaged weights are negligible (|W_bar|/|W_h| = {ratio:.3f} < "
+                       f"{NEGLIGIBLE}), so MDGL is nearly e-prop here; use model.dale=true for E/I types")
+            log.warning(message)
+            self.warnings.append(message)
 
     def modulatory_weight(self, net) -> torch.Tensor:
         """W_bar (N x N), for inspection; the update uses its rank-K factorisation."""
