@@ -142,9 +142,9 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, monkeypatch, rule)
 
 
 def test_stop_at_test_acc_ends_the_run_at_the_first_evaluation_reaching_it(tmp_path):
-    summary = train(compose_config(QUICK + ["stop_at_test_acc=0.0"]), tmp_path)
+    summary = train(compose_config(QUICK + ["stop_at_test_acc=0.0", "stop_check_every=4"]), tmp_path)
     assert summary["status"] == "ok"
-    assert summary["steps"] == 4  # step 0 does not count: the first evaluation after training started
+    assert summary["steps"] == summary["stopped_at"] == 4  # step 0 does not count: the first check after training started
     assert summary["history"]["test_acc"][-1][0] == 4
 
 
