@@ -1,6 +1,6 @@
 """The study's figures, statistics and claims from a sweep's run records:
 
-    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--wandb entity/project]
+    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--wandb entity/project] [--no-figures]
 
 Reads every summary.json below the directories (SPEC section 6). Runs are grouped per task into *arms*
 (analysis.claims.arm_of: the rule, plus bptt_scaled's ρ mode, tbptt's window, an early stop on test accuracy,
@@ -51,6 +51,7 @@ def parse_args(argv):
     p.add_argument("--also", action="append", default=[], metavar="DIR", help="another directory to merge in")
     p.add_argument("--out", required=True, help="directory for the figures and report.md")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also pull the runs of a wandb project")
+    p.add_argument("--no-figures", action="store_true", help="write report.md only (quick; figures listed as not drawn)")
     return p.parse_args(argv)
 
 
@@ -158,7 +159,7 @@ def status_rows(runs: list[Run]) -> list[list[str]]:
 
 
 def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run], out: Path,
-                 sources: list[str]) -> tuple[list[str], list[str], list[cl.Claim]]:
+                 sources: list[str], draw: bool = True) -> tuple[list[str], list[str], list[cl.Claim]]:
     """Statistics, claims and figures of one task: (report.md lines, figure files written, claims)."""
     runs = [r for rs in groups.values() for r in rs]
     gap = gap_key(runs)
@@ -242,6 +243,8 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
         lines += ["### Run warnings", ""] + [f"- {markdown.cell(k)} ({n} run{'s' if n > 1 else ''})"
                                              for k, n in sorted(warned.items())] + [""]
 
+    if not draw:
+        return lines, [], claims
     stability = {g: [cl.stability_points(r) for r in rs] for g, rs in groups.items()}
     drawn = {
         "gap": (figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
@@ -264,7 +267,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     return lines, files, claims
 
 
-def build_report(runs: list[Run], out: Path, sources: list[str]) -> Path:
+def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = True) -> Path:
     """Write the figures and report.md for these runs into out; return the report's path."""
     out.mkdir(parents=True, exist_ok=True)
     unreadable = [r for r in runs if r.status == "unreadable"]
@@ -281,7 +284,7 @@ def build_report(runs: list[Run], out: Path, sources: list[str]) -> Path:
     files, all_claims, sections = [], [], []
     for task, groups in by_task_group(ok).items():
         section, task_files, claims = task_section(task, groups, [r for r in readable if r.task == task], out,
-                                                   sources)
+                                                   sources, draw)
         sections += section
         files += task_files
         all_claims += claims
@@ -293,7 +296,8 @@ def build_report(runs: list[Run], out: Path, sources: list[str]) -> Path:
     lines += sections
     lines += ["## Figures", ""]
     stems = list(dict.fromkeys(f.rsplit(".", 1)[0] for f in files))
-    lines += [f"- `{s}.png`, `{s}.pdf` — {describe_figure(s)}" for s in stems] or ["(none)"]
+    lines += [f"- `{s}.png`, `{s}.pdf` — {describe_figure(s)}" for s in stems] or [
+        "(none)" if draw else "(not drawn: --no-figures)"]
     lines += ["", f"## Excluded runs ({len(excluded)})", ""]
     lines += [markdown.table(["arm", "task", "seed", "status", "error", "path"],
                              [[r.group, r.task, markdown.num(cl.number(r.seed)), r.status, r.error or "",
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sources = dirs + ([f"wandb:{args.wandb}"] if args.wandb else [])
     try:
-        path = build_report(runs, out, sources)
+        path = build_report(runs, out, sources, draw=not args.no_figures)
     except OSError as err:
         print(f"error: cannot write into --out {out}: {err.strerror or err}", file=sys.stderr)
         return 2

@@ -83,17 +83,13 @@ def collapse(run: Run) -> str | None:
     COLLAPSE_ACC_DROP below the best train accuracy along the run. Regression (no accuracy): final train
     loss above COLLAPSE_LOSS_RATIO × the best (lowest) train loss along the run."""
     acc = [v for _, v in run.history("train_acc")]
-    final = run.value("train_acc")
-    if final is None and acc:
-        final = acc[-1]
+    final = run.value("train_acc")  # null for a task without accuracy: then the loss decides
     if final is not None:
         best = max(acc + [final])
         return (f"train acc {final:.3g} < best {best:.3g} − {COLLAPSE_ACC_DROP:g}"
                 if best - final > COLLAPSE_ACC_DROP else None)
     loss = [v for _, v in run.history("train_loss")]
     final = run.value("train_loss")
-    if final is None and loss:
-        final = loss[-1]
     if final is None:
         return None
     best = min(loss + [final])
@@ -287,7 +283,9 @@ def task_claims(task: str, groups: dict[str, list[Run]], gap: str) -> list[Claim
         stat = (f"{below2}/{len(finals)} runs' final value < 2, {sum(v < 1 for v in finals)}/{len(finals)} < 1; "
                 f"curvature steps < 1: {np.mean([v < 1 for v in points]):.0%}, < 2: "
                 f"{np.mean([v < 2 for v in points]):.0%}")
-        out.append(Claim(claim, task, stat, None, str(len(finals)), "held" if below2 == len(finals) else "not held"))
+        verdict = ("held" if below2 == len(finals) else "not held") if len(finals) >= MIN_N else (
+            f"not tested (fewer than {MIN_N} runs with a value: n={len(finals)})")
+        out.append(Claim(claim, task, stat, None, str(len(finals)), verdict))
     return out
 
 
