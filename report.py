@@ -24,6 +24,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from analysis import claims as cl
@@ -116,12 +117,24 @@ def display_path(path: str, sources: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- sections
+STOP_KEYS = ("stop_at_train_acc", "stop_at_test_acc", "stop_at_train_loss")
+
+
 def stop_cell(runs: list[Run]) -> str:
-    with_target = [r for r in runs if isinstance(r.summary.get("stop_target"), dict)]
+    """"reached/with a target" over the runs with a stop target (the record's stop_target, or a number in
+    config.stop_at_*); a record without the stopped_at field counts as unknown; "—" when no run has a target."""
+    with_target = [r for r in runs if isinstance(r.summary.get("stop_target"), dict)
+                   or any(cl.number(r.config(k)) is not None for k in STOP_KEYS)]
     if not with_target:
         return "—"
+    unknown = sum("stopped_at" not in r.summary for r in with_target)
     reached = sum(cl.number(r.summary.get("stopped_at")) is not None for r in with_target)
-    return f"{reached}/{len(with_target)}"
+    return f"{reached}/{len(with_target)}" + (f" ({unknown} unknown: no stopped_at)" if unknown else "")
+
+
+def seed_text(run: Run) -> str:
+    seed = cl.number(run.seed)
+    return "n/a" if seed is None else str(int(seed)) if seed.is_integer() else f"{seed:g}"
 
 
 def arm_table(groups: dict[str, list[Run]], gap: str) -> tuple[list[str], list[list[str]]]:
@@ -175,7 +188,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     collapsed = [(r, cl.collapse(r)) for r in runs if cl.collapse(r)]
     if collapsed:
         lines += markdown.table(["arm", "seed", "why", "path"],
-                                [[r.group, markdown.num(cl.number(r.seed)), why, display_path(r.path, sources)]
+                                [[r.group, seed_text(r), why, display_path(r.path, sources)]
                                  for r, why in collapsed]).splitlines() + [""]
 
     header, rows = arm_table(groups, gap)
@@ -190,7 +203,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
         lines += [f"Same step: {len(lam_last) - len(off)}/{len(lam_last)} runs with a λ1 history have their last "
                   "λ1 measured at their last step (`steps`), where the final gap is measured"
                   + (f"; the others' final λ1 predates their final gap: "
-                     + ", ".join(f"{r.group} seed {markdown.num(cl.number(r.seed))}" for r in off) if off else "")
+                     + ", ".join(f"{r.group} seed {seed_text(r)}" for r in off) if off else "")
                   + ".", ""]
 
     claims = cl.task_claims(task, groups, gap)
@@ -246,22 +259,28 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     if not draw:
         return lines, [], claims
     stability = {g: [cl.stability_points(r) for r in rs] for g, rs in groups.items()}
-    drawn = {
-        "gap": (figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
-        "gap_vs_lambda": (figures.draw_gap_vs_lambda(task, groups, gap, corr),
+    drawn = {  # drawn one at a time below: a figure that fails (extreme values) is skipped with the reason
+        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
+        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr),
                           f"no ok run has both a positive `lambda_max` and `{gap}`"),
-        "lambda": (figures.draw_lambda_trajectories(task, groups), "no ok run has a positive `lambda_max` history"),
-        "matched_step": (figures.draw_matched_step(task, groups, gap),
+        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups),
+                   "no ok run has a positive `lambda_max` history"),
+        "matched_step": (lambda: figures.draw_matched_step(task, groups, gap),
                          "needs a bptt_scaled arm and bptt or eprop in this task"),
-        "rho_theory": (figures.draw_rho_theory(task, groups, stability),
+        "rho_theory": (lambda: figures.draw_rho_theory(task, groups, stability),
                        "no ok run has a `rho`, `align_cos`, `norm_ratio` or `theory_stability` history"),
     }
     files, skipped = [], []
-    for kind, (fig, why) in drawn.items():
+    for kind, (draw_fig, why) in drawn.items():
+        try:
+            fig = draw_fig()
+            if fig is not None:
+                files += figures.save(fig, out, f"{kind}_{slug(task)}")
+        except (ArithmeticError, ValueError) as err:  # e.g. values too large for the axis
+            figures.close_all()
+            fig, why = None, f"could not be drawn: {type(err).__name__}: {err}"
         if fig is None:
             skipped.append(f"- `{kind}_{slug(task)}` skipped: {why}.")
-        else:
-            files += figures.save(fig, out, f"{kind}_{slug(task)}")
     if skipped:
         lines += ["### Figures skipped", ""] + skipped + [""]
     return lines, files, claims
@@ -300,7 +319,7 @@ def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = Tr
         "(none)" if draw else "(not drawn: --no-figures)"]
     lines += ["", f"## Excluded runs ({len(excluded)})", ""]
     lines += [markdown.table(["arm", "task", "seed", "status", "error", "path"],
-                             [[r.group, r.task, markdown.num(cl.number(r.seed)), r.status, r.error or "",
+                             [[r.group, r.task, seed_text(r), r.status, r.error or "",
                                display_path(r.path, sources)] for r in excluded])
               if excluded else "None: every readable run record has status ok.", ""]
     if unreadable:
@@ -361,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sources = dirs + ([f"wandb:{args.wandb}"] if args.wandb else [])
     try:
-        path = build_report(runs, out, sources, draw=not args.no_figures)
+        with warnings.catch_warnings():  # numpy's overflow warnings on extreme records: the report says n/a
+            warnings.simplefilter("ignore", RuntimeWarning)
+            path = build_report(runs, out, sources, draw=not args.no_figures)
     except OSError as err:
         print(f"error: cannot write into --out {out}: {err.strerror or err}", file=sys.stderr)
         return 2

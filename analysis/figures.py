@@ -49,6 +49,11 @@ def save(fig, out_dir: Path, name: str) -> list[str]:
     return files
 
 
+def close_all() -> None:
+    """Close every open figure (after a drawing failed half way)."""
+    plt.close("all")
+
+
 def wide_range(values) -> bool:
     """Positive values spanning more than two decades read better on a log axis."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
