@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from analysis.claims import collapse  # noqa: E402
 from analysis.load import Run  # noqa: E402
 from analysis.stats import Correlation, Curve, mean_curve  # noqa: E402
 
@@ -123,6 +124,12 @@ def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
         x, y = np.array(p).T
         ax.scatter(x, y, s=24, color=colors[g], edgecolor="white", linewidth=0.5, zorder=3,
                    label=f"{g} (n={len(p)})\n" + fmt_corr(corr[g]))
+    fell = [(r.value("lambda_max"), r.value(gap)) for runs in groups.values() for r in runs
+            if (r.value("lambda_max") or 0) > 0 and r.value(gap) is not None and collapse(r)]
+    if fell:  # collapsed runs stay in the statistics; ringed so that a reader sees them
+        x, y = np.array(fell).T
+        ax.scatter(x, y, s=90, facecolor="none", edgecolor="red", linewidth=1.0, zorder=4,
+                   label=f"collapsed run (n={len(fell)})")
     ax.set_xscale("log")
     ax.set_xlabel("final top Hessian eigenvalue $\\lambda_1$ (log)")
     ax.set_ylabel(GAP_LABELS[gap])

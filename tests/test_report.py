@@ -159,6 +159,10 @@ def test_report_as_a_script_merges_dirs_tasks_and_handles_sparse_runs(sweep, tmp
         assert (out / name).stat().st_size > 1000
         assert f"`{name}`" in text
     assert not (out / "lambda_pattern.png").exists()
+    matrix = table_rows(text, "## Claims across tasks")  # two tasks: a claim x task table of verdicts
+    assert matrix["eprop: larger gap than bptt [Welch t]"][0] in ("held", "not held")
+    assert matrix["eprop: larger gap than bptt [Welch t]"][1] == "—"  # pattern has no eprop run
+    assert matrix["Theorem 1: final \\|ρ\\|ηλ1 < 2 (bptt)"][1].startswith("not tested")
 
 
 def test_no_runs_is_an_error(tmp_path, capsys):
