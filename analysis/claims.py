@@ -16,8 +16,9 @@ Claims (α = ALPHA), for each bio-plausible rule present (eprop, rflo, mdgl) aga
                         runs and within each rule; held when r > 0 and p (two-sided) < α
   step-matched BPTT     each bptt_scaled arm's final λ1: not different from eprop's (two-sided
                         Mann-Whitney p >= α) and above bptt's (one-sided p < α)
-  Theorem 1             per arm: final |ρ|ηλ1 < 2 (plain GD's classical bound) for every run with a value;
-                        the statistic also gives the fraction of curvature steps below 1 and below 2
+  Theorem 1             per arm: final |ρ|ηλ1 < 2 (plain GD's classical bound) for every run with a value
+                        (at least MIN_N of them); the statistic also gives how many runs end below 1 and the
+                        fraction of curvature steps below 1 and below 2
 A claim with fewer than MIN_N runs in a group is "not tested" with the reason.
 """
 from __future__ import annotations
@@ -302,7 +303,8 @@ CRITERIA = [
     "absence of evidence, not equivalence) and vs bptt one-sided (held when p < α); reproduces eprop's λ1 "
     "when both hold.",
     "Theorem 1: the run's last recorded theory_stability |ρ|ηλ1 at a curvature step (λ1 of that step, mean ρ "
-    "since the previous one); held when every run with a value ends below 2 (GD's classical ηλ1 < 2 bound); "
+    "since the previous one); held when every run with a value (at least 3) ends below 2 (GD's classical ηλ1 < 2 "
+    "bound); "
     "Theorem 1's own bound is 1, reported beside it.",
 ]
 
