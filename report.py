@@ -52,7 +52,8 @@ def parse_args(argv):
     p.add_argument("--also", action="append", default=[], metavar="DIR", help="another directory to merge in")
     p.add_argument("--out", required=True, help="directory for the figures and report.md")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also pull the runs of a wandb project")
-    p.add_argument("--no-figures", action="store_true", help="write report.md only (quick; figures listed as not drawn)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write report.md only (quick; figures listed as not drawn)")
     return p.parse_args(argv)
 
 

@@ -6,7 +6,8 @@ mode ("ρ history": the measured ρ(t) of a run, "mean ρ": one constant), tbptt
 test accuracy ("early-stopped", the reference's App. Table 1), a learning-rate scheduler ("+ lr decay").
 
 Claims (α = ALPHA), for each bio-plausible rule present (eprop, rflo, mdgl) against the bptt arm:
-  larger gap            Welch t and Mann-Whitney U, one-sided (bio > bptt)
+  larger gap            Welch t and Mann-Whitney U, one-sided (bio > bptt); also against the arm
+                        "bptt early-stopped" when present (with higher final λ1; the reference's App. Table 1)
   more variable gap     Brown-Forsythe (scipy.stats.levene, center="median"); held when the bio variance
                         is the larger one and p < α
   higher final λ1       Mann-Whitney U, one-sided (a rank test: the same on λ1 and on log λ1)
@@ -36,6 +37,7 @@ ALPHA = 0.05
 MIN_N = 3
 BIO_RULES = ("eprop", "rflo", "mdgl")
 MAIN_RULES = ("bptt",) + BIO_RULES
+EARLY_STOPPED = "bptt early-stopped"
 COLLAPSE_ACC_DROP = 0.2  # classification: final train acc more than this below its best along the run
 COLLAPSE_LOSS_RATIO = 2.0  # regression: final train loss above this multiple of its best along the run
 
@@ -247,6 +249,17 @@ def task_claims(task: str, groups: dict[str, list[Run]], gap: str) -> list[Claim
                               "mwu", names))
         out.append(two_sample(f"{bio}: faster rise of λ1 than bptt (Δlog λ1/Δstep, first two curvature steps)",
                               task, values(b, rise_rate), values(bptt, rise_rate), "mwu", names))
+    early = groups.get(EARLY_STOPPED, [])
+    for bio in BIO_RULES:  # the reference's App. Table 1: BPTT stopped early at the bio rule's test accuracy
+        if bio not in groups or EARLY_STOPPED not in groups:
+            continue
+        b, names = groups[bio], (bio, EARLY_STOPPED)
+        out.append(two_sample(f"{bio}: larger gap than {EARLY_STOPPED}", task, values(b, gapv),
+                              values(early, gapv), "welch", names))
+        out.append(two_sample(f"{bio}: larger gap than {EARLY_STOPPED}", task, values(b, gapv),
+                              values(early, gapv), "mwu", names))
+        out.append(two_sample(f"{bio}: higher final λ1 than {EARLY_STOPPED}", task, values(b, lam),
+                              values(early, lam), "mwu", names))
     main = [g for g in groups if g in MAIN_RULES]
     if main:
         pooled = [r for g in main for r in groups[g]]
@@ -292,10 +305,12 @@ def task_claims(task: str, groups: dict[str, list[Run]], gap: str) -> list[Claim
 
 CRITERIA = [
     f"α = {ALPHA}; a group with fewer than {MIN_N} runs with the value: not tested. p from scipy.stats.",
-    "Larger gap: Welch t (ttest_ind, equal_var=False) and Mann–Whitney U, one-sided bio > bptt; held when p < α.",
+    "Larger gap: Welch t (ttest_ind, equal_var=False) and Mann–Whitney U, one-sided bio > bptt (and > bptt "
+    "early-stopped when that arm is present); held when p < α.",
     "More variable gap: Brown–Forsythe test (levene, center='median'); held when the bio rule's variance is the "
     "larger one and p < α.",
-    "Higher final λ1 and faster rise of λ1: Mann–Whitney U one-sided (rank test: the same on λ1 and log λ1); rise = "
+    "Higher final λ1 and faster rise of λ1: Mann–Whitney U one-sided (rank test: the same on λ1 and log λ1); "
+    "rise = "
     "Δ log λ1 / Δ step between a run's first two curvature measurements; held when p < α.",
     "gap–λ1 correlation: Spearman r on (λ1, gap) and Pearson r on (log λ1, gap), p two-sided; held when r > 0 "
     "and p < α.",
