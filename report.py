@@ -138,14 +138,25 @@ def seed_text(run: Run) -> str:
     return "n/a" if seed is None else str(int(seed)) if seed.is_integer() else f"{seed:g}"
 
 
+def final_value(run: Run, key: str) -> float | None:
+    """The record's final scalar, else the last point of its history (e.g. shift_acc)."""
+    v = run.value(key)
+    if v is None and run.history(key):
+        v = run.history(key)[-1][1]
+    return v
+
+
 def arm_table(groups: dict[str, list[Run]], gap: str) -> tuple[list[str], list[list[str]]]:
     perf = ["train_acc", "test_acc"] if gap == "gap_acc" else ["train_loss", "test_loss"]
+    shift = "shift_acc" if gap == "gap_acc" else "shift_loss"  # the shifted test set, when runs measured it
+    if any(final_value(r, shift) is not None for rs in groups.values() for r in rs):
+        perf.append(shift)
     header = ["arm", "n ok"] + perf + [gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps", "reached stop target"]
     rows = []
     for g, rs in groups.items():
         n = len(rs)
-        cells = [markdown.stat_cell(describe([r.value(c) for r in rs]), n) for c in perf + [gap, "lambda_max",
-                                                                                           "rho_mean"]]
+        cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
+                 for c in perf + [gap, "lambda_max", "rho_mean"]]
         cells.append(markdown.stat_cell(describe([cl.history_mean(r, "norm_ratio") for r in rs]), n))
         cells.append(markdown.stat_cell(describe([r.value("steps") for r in rs]), n))
         rows.append([g, str(n)] + cells + [stop_cell(rs)])
@@ -194,7 +205,8 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
 
     header, rows = arm_table(groups, gap)
     lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
-              "Final λ1 is the record's `lambda_max`; mean |ĝ|/|g| averages the `norm_ratio` history; steps "
+              "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
+              "mean |ĝ|/|g| averages the `norm_ratio` history; steps "
               "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
               "runs with a `stop_target` (— when none has one).", "",
               markdown.table(header, rows), ""]

@@ -206,6 +206,7 @@ def test_collapsed_runs_counted_and_bad_records_listed(tmp_path, capsys):
     recs = [summary("bptt", s, rng) for s in range(3)]
     recs.append(summary("bptt", 3, rng, train_acc_hist=[[0, 0.5], [100, 0.95], [300, 0.6]]))
     recs.append(summary("eprop", 0, rng, status="diverged"))
+    recs[0]["history"]["shift_acc"] = [[0, 0.5], [300, 0.4]]
     root = write(tmp_path / "sweep", recs)
     bad = {"json": "{not json", "list": "[1, 2]", "history": json.dumps({**recs[0], "history": "abc"}),
            "acc": json.dumps({**recs[0], "train_acc": "0.9"}), "points": json.dumps({**recs[0],
@@ -225,6 +226,9 @@ def test_collapsed_runs_counted_and_bad_records_listed(tmp_path, capsys):
     assert "sweep/bad_points/summary.json | history['rho'] is int" in unreadable
     assert "sweep/bad_list/summary.json" in unreadable
     assert "Collapsed runs are kept in every statistic" in text
+    arms = text[text.index("### Per arm"):]
+    assert "| arm | n ok | train_acc | test_acc | shift_acc | gap_acc |" in arms  # one run measured it
+    assert "| bptt | 4 | " in arms and " | 0.4 ± 0 (n=1) | " in arms
 
 
 def test_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
