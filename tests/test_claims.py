@@ -264,3 +264,20 @@ def test_claims_matrix_over_tasks():
     assert header == ["claim", "dms", "pattern"]
     assert ["eprop: larger gap than bptt [Welch t]"] == [r[0] for r in rows if r[0].endswith("[Welch t]")]
     assert all(v in ("held", "not held", "not tested") for r in rows for v in r[1:])
+
+
+def test_regression_task_uses_the_loss_gap():
+    """A task without accuracy (gap_acc null): the claims compare gap_loss."""
+    from analysis.stats import gap_key
+    rng = np.random.default_rng(3)
+    recs = [summary(rule, s, rng, n_task="pattern", classification=False, gap=float(rng.normal(m, 0.05)))
+            for rule, m in (("bptt", 0.1), ("eprop", 0.3)) for s in range(4)]
+    runs = [Run("x", r, "ok") for r in recs]
+    cl.assign_arms(runs)
+    gap = gap_key(runs)
+    assert gap == "gap_loss"
+    groups = {g: [r for r in runs if r.group == g] for g in ("bptt", "eprop")}
+    welch = next(c for c in cl.task_claims("pattern", groups, gap) if c.test == "Welch t")
+    ref = sps.ttest_ind(vals(recs, "eprop", "gap_loss"), vals(recs, "bptt", "gap_loss"), equal_var=False,
+                        alternative="greater")
+    assert welch.p == pytest.approx(ref.pvalue) and welch.n == "4 vs 4"
