@@ -1,35 +1,48 @@
-"""The study's figures and statistics from a sweep's run records:
+"""The study's figures, statistics and claims from a sweep's run records:
 
-    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--wandb entity/project]
+    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--wandb entity/project] [--no-figures]
 
-Reads every summary.json below the directories (SPEC section 6), and writes into --out, per task present:
-  gap_<task>            final generalization gap per rule over seeds (reference Fig. 2A-C)
-  gap_vs_lambda_<task>  final gap vs final lambda_max, one point per run, Pearson/Spearman r (Fig. 2D-F)
-  lambda_<task>         lambda_max over training, mean +/- std over seeds (Fig. 3)
-  matched_step_<task>   bptt vs eprop vs bptt_scaled (labelled with rho): lambda_max and gaps (Fig. 4C-E)
-  rho_theory_<task>     rho over training and Theorem 1's |rho| eta lambda_1 against 1
-each as PNG and PDF, and report.md with the per-rule tables, correlations, figure list and excluded runs.
+Reads every summary.json below the directories (SPEC section 6). Runs are grouped per task into *arms*
+(analysis.claims.arm_of: the rule, plus bptt_scaled's ρ mode, tbptt's window, an early stop on test accuracy,
+an lr scheduler). Writes into --out, per task present:
+  gap_<task>            final generalization gap per arm over seeds (reference Fig. 2A-C)
+  gap_vs_lambda_<task>  final gap vs final λ1 (log axis), one point per run, Pearson (log λ1) / Spearman r
+  lambda_<task>         λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds (Fig. 3)
+  matched_step_<task>   bptt vs eprop vs bptt_scaled arms: λ1 and gaps (Fig. 4C-E)
+  rho_theory_<task>     ρ, cos and |ĝ|/|g| over training, and Theorem 1's |ρ|ηλ1 against 1 and 2
+each as PNG and PDF, and report.md: status counts per arm (collapsed runs flagged), a per-arm table, the claims
+table (claim | task | statistic | p | n | verdict), correlations, Theorem 1, the figure list and the excluded
+and unreadable records. With several tasks, report.md starts with a claim × task table of verdicts.
 The gap is gap_acc (train - test accuracy) for classification tasks, gap_loss (test - train loss) where a
-task has no accuracy. Only runs with status "ok" enter statistics; the others are listed in report.md.
+task has no accuracy. Statistics use the runs with status "ok" (collapsed ones included, and listed).
+report.md depends only on the records and the directory names given: the same records give the same bytes.
+Exit status: 0 written, 2 no records / no such directory / --out not writable, 1 an unexpected error.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
+from analysis import claims as cl
 from analysis import figures, markdown
-from analysis.load import Run, assign_groups, by_task_group, find_summaries, read_run
-from analysis.stats import describe, gap_key, gap_lambda_correlations, stability_history
+from analysis.load import Run, by_task_group, find_summaries, read_run
+from analysis.stats import describe, gap_key, gap_lambda_correlations
 
 FIGURE_NOTES = {
-    "gap": "generalization gap at the end of training per rule (Fig. 2A-C)",
-    "gap_vs_lambda": "final gap vs final lambda_max, one point per run, Pearson/Spearman r (Fig. 2D-F)",
-    "lambda": "lambda_max over training, mean ± std over seeds (Fig. 3)",
-    "matched_step": "bptt vs eprop vs bptt_scaled: lambda_max over training and final gaps (Fig. 4C-E)",
-    "rho_theory": "alignment rho over training and Theorem 1's |rho| eta lambda_max against 1",
+    "gap": "generalization gap at the end of training per arm (Fig. 2A-C)",
+    "gap_vs_lambda": "final gap vs final λ1 (log axis), one point per run, Pearson (log λ1) / Spearman r "
+                     "(Fig. 2D-F)",
+    "lambda": "λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds (Fig. 3)",
+    "matched_step": "bptt vs eprop vs step-matched bptt_scaled: λ1 over training and final gaps (Fig. 4C-E)",
+    "rho_theory": "ρ, cos and |ĝ|/|g| over training; Theorem 1's |ρ|ηλ1 at curvature steps against 1 and 2",
 }
+STATUSES = ("ok", "collapsed", "diverged", "failed", "interrupted")
+NUMBER_FIELDS = ("steps", "lr", "train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss",
+                 "lambda_max", "rho_mean", "stopped_at", "seed")
 
 
 def parse_args(argv):
@@ -39,6 +52,8 @@ def parse_args(argv):
     p.add_argument("--also", action="append", default=[], metavar="DIR", help="another directory to merge in")
     p.add_argument("--out", required=True, help="directory for the figures and report.md")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also pull the runs of a wandb project")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write report.md only (quick; figures listed as not drawn)")
     return p.parse_args(argv)
 
 
@@ -46,86 +61,286 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def task_section(task: str, groups: dict[str, list[Run]], out: Path) -> tuple[list[str], list[str]]:
-    """Statistics and figures of one task's ok runs: (report.md lines, figure files written)."""
+# --------------------------------------------------------------------------------------- validation
+def malformed(summary: dict) -> str | None:
+    """Why a parsed summary.json cannot be used (a field of the wrong type), or None."""
+    for key in ("status", "rule", "task"):
+        if summary.get(key) is not None and not isinstance(summary[key], str):
+            return f"field {key!r} is {type(summary[key]).__name__}, not a string"
+    for key in NUMBER_FIELDS:
+        v = summary.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"field {key!r} is {type(v).__name__}, not a number"
+    for key in ("config", "history", "stop_target"):
+        if summary.get(key) is not None and not isinstance(summary[key], dict):
+            return f"field {key!r} is {type(summary[key]).__name__}, not an object"
+    for key, points in (summary.get("history") or {}).items():
+        if points is not None and not isinstance(points, list):
+            return f"history[{key!r}] is {type(points).__name__}, not a list of [step, value]"
+    if summary.get("warnings") is not None and not isinstance(summary["warnings"], list):
+        return "field 'warnings' is not a list"
+    return None
+
+
+def check(run: Run) -> Run:
+    """The run, or an "unreadable" run with the reason when its fields have the wrong types."""
+    if run.status == "unreadable":
+        return run
+    why = malformed(run.summary)
+    if why:
+        return Run(path=run.path, summary={}, status="unreadable", error=why)
+    return run
+
+
+# ------------------------------------------------------------------------------------------- paths
+def source_label(d: str) -> str:
+    """A source directory as report.md shows it: relative to the working directory when below it, else its
+    own name (never an absolute path, which would change with where the records lie)."""
+    if str(d).startswith("wandb:"):
+        return str(d)
+    rel = os.path.relpath(Path(d).resolve())
+    return rel if not rel.startswith("..") else Path(d).resolve().name
+
+
+def display_path(path: str, sources: list[str]) -> str:
+    """A record's path relative to the source directory it was found under, prefixed by that source's label."""
+    p = Path(path)
+    for d in sources:
+        if d.startswith("wandb:"):
+            continue
+        root = Path(d).resolve()
+        try:
+            rel = p.resolve().relative_to(root if root.is_dir() else root.parent)
+        except (ValueError, OSError):
+            continue
+        return f"{source_label(d)}/{rel.as_posix()}"
+    return path if path.startswith("wandb:") else p.name
+
+
+# ---------------------------------------------------------------------------------------- sections
+STOP_KEYS = ("stop_at_train_acc", "stop_at_test_acc", "stop_at_train_loss")
+
+
+def stop_cell(runs: list[Run]) -> str:
+    """"reached/with a target" over the runs with a stop target (the record's stop_target, or a number in
+    config.stop_at_*); a record without the stopped_at field counts as unknown; "—" when no run has a target."""
+    with_target = [r for r in runs if isinstance(r.summary.get("stop_target"), dict)
+                   or any(cl.number(r.config(k)) is not None for k in STOP_KEYS)]
+    if not with_target:
+        return "—"
+    unknown = sum("stopped_at" not in r.summary for r in with_target)
+    reached = sum(cl.number(r.summary.get("stopped_at")) is not None for r in with_target)
+    return f"{reached}/{len(with_target)}" + (f" ({unknown} unknown: no stopped_at)" if unknown else "")
+
+
+def seed_text(run: Run) -> str:
+    seed = cl.number(run.seed)
+    return "n/a" if seed is None else str(int(seed)) if seed.is_integer() else f"{seed:g}"
+
+
+def final_value(run: Run, key: str) -> float | None:
+    """The record's final scalar, else the last point of its history (e.g. shift_acc)."""
+    v = run.value(key)
+    if v is None and run.history(key):
+        v = run.history(key)[-1][1]
+    return v
+
+
+def arm_table(groups: dict[str, list[Run]], gap: str) -> tuple[list[str], list[list[str]]]:
+    perf = ["train_acc", "test_acc"] if gap == "gap_acc" else ["train_loss", "test_loss"]
+    shift = "shift_acc" if gap == "gap_acc" else "shift_loss"  # the shifted test set, when runs measured it
+    if any(final_value(r, shift) is not None for rs in groups.values() for r in rs):
+        perf.append(shift)
+    header = ["arm", "n ok"] + perf + [gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps", "reached stop target"]
+    rows = []
+    for g, rs in groups.items():
+        n = len(rs)
+        cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
+                 for c in perf + [gap, "lambda_max", "rho_mean"]]
+        cells.append(markdown.stat_cell(describe([cl.history_mean(r, "norm_ratio") for r in rs]), n))
+        cells.append(markdown.stat_cell(describe([r.value("steps") for r in rs]), n))
+        rows.append([g, str(n)] + cells + [stop_cell(rs)])
+    return header, rows
+
+
+def status_rows(runs: list[Run]) -> list[list[str]]:
+    """Per arm (all readable runs of a task): counts of ok (not collapsed), collapsed, diverged, failed,
+    interrupted and any other status."""
+    groups = by_task_group(runs)
+    rows = []
+    for _, arms in groups.items():
+        for g, rs in arms.items():
+            counts = dict.fromkeys(STATUSES, 0)
+            other = 0
+            for r in rs:
+                if r.ok:
+                    counts["collapsed" if cl.collapse(r) else "ok"] += 1
+                elif r.status in counts:
+                    counts[r.status] += 1
+                else:
+                    other += 1
+            rows.append([g, str(len(rs))] + [str(counts[s]) for s in STATUSES] + [str(other)])
+    return rows
+
+
+def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run], out: Path,
+                 sources: list[str], draw: bool = True) -> tuple[list[str], list[str], list[cl.Claim]]:
+    """Statistics, claims and figures of one task: (report.md lines, figure files written, claims)."""
     runs = [r for rs in groups.values() for r in rs]
     gap = gap_key(runs)
     lines = [f"## Task `{task}`", "",
              f"Gap: `{gap}` = " + ("train_acc − test_acc." if gap == "gap_acc" else "test_loss − train_loss "
                                    "(the task has no accuracy)."), ""]
-    perf = ["train_acc", "test_acc"] if gap == "gap_acc" else ["train_loss", "test_loss"]
-    columns = perf + [gap, "lambda_max", "rho_mean"]
-    stats = {g: (len(rs), {c: describe([r.value(c) for r in rs]) for c in columns}) for g, rs in groups.items()}
-    lines += ["### Per rule (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
-              markdown.summary_table(stats, columns), ""]
+    lines += ["### Runs per arm", "",
+              "Collapsed: an ok run whose final train accuracy is more than "
+              f"{cl.COLLAPSE_ACC_DROP:g} below its best along the run (regression: final train loss above "
+              f"{cl.COLLAPSE_LOSS_RATIO:g} × its best). Collapsed runs are kept in every statistic below and "
+              "listed here.", "",
+              markdown.table(["arm", "runs"] + list(STATUSES) + ["other"], status_rows(all_in_task)), ""]
+    collapsed = [(r, cl.collapse(r)) for r in runs if cl.collapse(r)]
+    if collapsed:
+        lines += markdown.table(["arm", "seed", "why", "path"],
+                                [[r.group, seed_text(r), why, display_path(r.path, sources)]
+                                 for r, why in collapsed]).splitlines() + [""]
+
+    header, rows = arm_table(groups, gap)
+    lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
+              "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
+              "mean |ĝ|/|g| averages the `norm_ratio` history; steps "
+              "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
+              "runs with a `stop_target` (— when none has one).", "",
+              markdown.table(header, rows), ""]
+    lam_last = [r for r in runs if r.history("lambda_max")]
+    off = [r for r in lam_last if r.history("lambda_max")[-1][0] != r.value("steps")]
+    if lam_last:
+        lines += [f"Same step: {len(lam_last) - len(off)}/{len(lam_last)} runs with a λ1 history have their last "
+                  "λ1 measured at their last step (`steps`), where the final gap is measured"
+                  + (f"; the others' final λ1 predates their final gap: "
+                     + ", ".join(f"{r.group} seed {seed_text(r)}" for r in off) if off else "")
+                  + ".", ""]
+
+    claims = cl.task_claims(task, groups, gap)
+    lines += ["### Claims", "", markdown.table(["claim", "task", "statistic", "p", "n", "verdict"],
+                                               [c.row() for c in claims]), ""]
+    lines += [f"- {line}" for line in cl.CRITERIA] + [""]
+    if collapsed:
+        kept = {g: [r for r in rs if not cl.collapse(r)] for g, rs in groups.items()}
+        changes = cl.verdict_changes(claims, cl.task_claims(task, kept, gap))
+        lines += [f"Without the {len(collapsed)} collapsed run(s): "
+                  + ("no verdict changes." if not changes else "these verdicts change: " + "; ".join(changes) + "."),
+                  ""]
 
     corr = gap_lambda_correlations(groups, gap)
-    lines += [f"### `{gap}` vs final `lambda_max`: correlation", ""]
+    lines += [f"### `{gap}` vs final λ1: correlation", ""]
     if corr["all"].n == 0:
-        lines += [f"No ok run of this task has both `{gap}` and `lambda_max`: no correlation.", ""]
+        lines += [f"No ok run of this task has both `{gap}` and a positive `lambda_max`: no correlation.", ""]
     else:
-        lines += ["One pair per ok run with both values; r and p from scipy.stats.pearsonr / spearmanr "
-                  "(two-sided, asymptotic: rough for a handful of runs); n/a with fewer than 3 runs or a constant "
-                  "variable.", "",
+        lines += ["One pair per ok run with both values; Pearson r on (log λ1, gap), Spearman r on (λ1, gap) "
+                  "(rank-based, the same on log λ1); p two-sided from scipy.stats.pearsonr / spearmanr "
+                  "(asymptotic: rough for a handful of runs); n/a with fewer than 3 runs or a constant variable; "
+                  "runs with λ1 ≤ 0 left out.", "",
                   markdown.correlation_table(corr), ""]
 
-    stability = {g: [stability_history(r) for r in rs] for g, rs in groups.items()}
     theory_rows = []
-    for g, hs in stability.items():
-        finals = [h[-1][1] for h, _ in hs if h]
+    for g, rs in groups.items():
+        finals = cl.values(rs, cl.final_stability)
+        points = [v for r in rs for _, v in cl.stability_points(r)]
         if finals:
-            sources = sorted({src for h, src in hs if h})
-            below = sum(v < 1 for v in finals)
-            theory_rows.append([g, str(len(finals)), markdown.stat_cell(describe(finals), len(finals)),
-                                f"{below}/{len(finals)}", "/".join(sources)])
-    if theory_rows:
-        lines += ["### Theorem 1: final |rho| eta lambda_max (stable fixed point needs < 1)", "",
-                  "`recorded`: the run's theory_stability history; `computed`: |rho| × optimizer.lr × the latest "
-                  "lambda_max at or before each rho measurement (a learning-rate schedule is not seen).", "",
-                  markdown.table(["rule", "n", "final value", "runs below 1", "source"], theory_rows), ""]
+            theory_rows.append([g, f"{len(finals)}/{len(rs)}", markdown.stat_cell(describe(finals), len(finals)),
+                                f"{sum(v < 1 for v in finals)}/{len(finals)}",
+                                f"{sum(v < 2 for v in finals)}/{len(finals)}",
+                                f"{sum(v < 1 for v in points)}/{len(points)}",
+                                f"{sum(v < 2 for v in points)}/{len(points)}"])
+        else:
+            theory_rows.append([g, f"0/{len(rs)}", "n/a", "n/a", "n/a", "n/a", "n/a"])
+    lines += ["### Theorem 1: |ρ|ηλ1 (stable fixed point below 1; plain GD's classical ηλ1 bound is 2)", "",
+              "The run's recorded `theory_stability` at curvature steps only (that step's λ1, the mean ρ since "
+              "the previous curvature step, the step's learning rate); the final value is its last such point; "
+              "n/a when a run has none (never recombined from λ1 and ρ of different steps).", "",
+              markdown.table(["arm", "runs with a value", "final value", "final < 1", "final < 2",
+                              "curvature steps < 1", "curvature steps < 2"], theory_rows), ""]
 
-    drawn = {
-        "gap": (figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
-        "gap_vs_lambda": (figures.draw_gap_vs_lambda(task, groups, gap, corr),
-                          f"no ok run has both `lambda_max` and `{gap}`"),
-        "lambda": (figures.draw_lambda_trajectories(task, groups), "no ok run has a `lambda_max` history"),
-        "matched_step": (figures.draw_matched_step(task, groups, gap),
-                         "needs rule bptt_scaled and bptt or eprop in this task"),
-        "rho_theory": (figures.draw_rho_theory(task, groups, {g: [h for h, _ in hs] for g, hs in stability.items()}),
-                       "no ok run has a `rho` history or a theory_stability / lambda_max history"),
+    warned: dict[str, int] = {}
+    for r in runs:
+        for w in r.summary.get("warnings") or []:
+            key = f"{r.group}: {w}"
+            warned[key] = warned.get(key, 0) + 1
+    if warned:
+        lines += ["### Run warnings", ""] + [f"- {markdown.cell(k)} ({n} run{'s' if n > 1 else ''})"
+                                             for k, n in sorted(warned.items())] + [""]
+
+    if not draw:
+        return lines, [], claims
+    stability = {g: [cl.stability_points(r) for r in rs] for g, rs in groups.items()}
+    drawn = {  # drawn one at a time below: a figure that fails (extreme values) is skipped with the reason
+        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
+        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr),
+                          f"no ok run has both a positive `lambda_max` and `{gap}`"),
+        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups),
+                   "no ok run has a positive `lambda_max` history"),
+        "matched_step": (lambda: figures.draw_matched_step(task, groups, gap),
+                         "needs a bptt_scaled arm and bptt or eprop in this task"),
+        "rho_theory": (lambda: figures.draw_rho_theory(task, groups, stability),
+                       "no ok run has a `rho`, `align_cos`, `norm_ratio` or `theory_stability` history"),
     }
     files, skipped = [], []
-    for kind, (fig, why) in drawn.items():
+    for kind, (draw_fig, why) in drawn.items():
+        try:
+            fig = draw_fig()
+            if fig is not None:
+                files += figures.save(fig, out, f"{kind}_{slug(task)}")
+        except (ArithmeticError, ValueError) as err:  # e.g. values too large for the axis
+            figures.close_all()
+            fig, why = None, f"could not be drawn: {type(err).__name__}: {err}"
         if fig is None:
             skipped.append(f"- `{kind}_{slug(task)}` skipped: {why}.")
-        else:
-            files += figures.save(fig, out, f"{kind}_{slug(task)}")
     if skipped:
         lines += ["### Figures skipped", ""] + skipped + [""]
-    return lines, files
+    return lines, files, claims
 
 
-def build_report(runs: list[Run], out: Path, sources: list[str]) -> Path:
+def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = True) -> Path:
     """Write the figures and report.md for these runs into out; return the report's path."""
     out.mkdir(parents=True, exist_ok=True)
-    ok = [r for r in runs if r.ok]
-    excluded = [r for r in runs if not r.ok]
+    unreadable = [r for r in runs if r.status == "unreadable"]
+    readable = [r for r in runs if r.status != "unreadable"]
+    cl.assign_arms(readable)
+    ok = [r for r in readable if r.ok]
+    excluded = [r for r in readable if not r.ok]
+    n_collapsed = sum(bool(cl.collapse(r)) for r in ok)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(count_by(excluded).items()))
-    lines = ["# rulescape report", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
-             f"{len(runs)} run records: {len(ok)} ok, {len(excluded)} excluded" + (f" ({counts})" if counts else "")
-             + ". Statistics and figures use only the ok runs; the excluded runs are listed at the end.", ""]
-    files = []
+    lines = ["# rulescape report", "", "Sources: " + ", ".join(f"`{source_label(s)}`" for s in sources), "",
+             f"{len(runs)} run records: {len(ok)} ok ({n_collapsed} of them collapsed), {len(excluded)} excluded"
+             + (f" ({counts})" if counts else "") + f", {len(unreadable)} unreadable. Statistics and figures use "
+             "the ok runs, collapsed ones included; the excluded and unreadable records are listed at the end.", ""]
+    files, all_claims, sections = [], [], []
     for task, groups in by_task_group(ok).items():
-        section, task_files = task_section(task, groups, out)
-        lines += section
+        section, task_files, claims = task_section(task, groups, [r for r in readable if r.task == task], out,
+                                                   sources, draw)
+        sections += section
         files += task_files
+        all_claims += claims
+    tasks = sorted({c.task for c in all_claims})
+    if len(tasks) > 1:
+        header, rows = cl.claims_matrix(all_claims)
+        lines += ["## Claims across tasks", "", "Verdicts only; statistics, p and n in each task's claims table.", "",
+                  markdown.table(header, rows), ""]
+    lines += sections
     lines += ["## Figures", ""]
     stems = list(dict.fromkeys(f.rsplit(".", 1)[0] for f in files))
-    lines += [f"- `{s}.png`, `{s}.pdf` — {describe_figure(s)}" for s in stems] or ["(none)"]
+    lines += [f"- `{s}.png`, `{s}.pdf` — {describe_figure(s)}" for s in stems] or [
+        "(none)" if draw else "(not drawn: --no-figures)"]
     lines += ["", f"## Excluded runs ({len(excluded)})", ""]
-    lines += [markdown.excluded_table(excluded) if excluded else "None: every run record has status ok.", ""]
+    lines += [markdown.table(["arm", "task", "seed", "status", "error", "path"],
+                             [[r.group, r.task, seed_text(r), r.status, r.error or "",
+                               display_path(r.path, sources)] for r in excluded])
+              if excluded else "None: every readable run record has status ok.", ""]
+    if unreadable:
+        lines += [f"## Unreadable records ({len(unreadable)})", "",
+                  markdown.table(["path", "reason"], [[display_path(r.path, sources), r.error or ""]
+                                                      for r in unreadable]), ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
@@ -143,6 +358,17 @@ def count_by(runs: list[Run]) -> dict[str, int]:
     return counts
 
 
+def writable(out: Path) -> str | None:
+    """Why report.md cannot be written into out, or None."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create --out {out}: {err.strerror or err}"
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        return f"--out {out} is not a writable directory"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     dirs = list(args.dirs) + list(args.also)
@@ -150,21 +376,35 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give at least one sweep directory (or --wandb entity/project)", file=sys.stderr)
         return 2
     try:
-        runs = [read_run(p) for p in find_summaries(dirs)]
-    except FileNotFoundError as err:
+        runs = [check(read_run(p)) for p in find_summaries(dirs)]
+    except (FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.wandb:
         from analysis.wandb_source import runs_from_wandb
-        runs += runs_from_wandb(args.wandb)
+        runs += [check(r) for r in runs_from_wandb(args.wandb)]
     if not runs:
         print(f"error: no summary.json found under {', '.join(dirs)}", file=sys.stderr)
         return 2
-    assign_groups(runs)
+    out = Path(args.out)
+    why = writable(out)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     sources = dirs + ([f"wandb:{args.wandb}"] if args.wandb else [])
-    path = build_report(runs, Path(args.out), sources)
+    try:
+        with warnings.catch_warnings():  # numpy's overflow warnings on extreme records: the report says n/a
+            warnings.simplefilter("ignore", RuntimeWarning)
+            path = build_report(runs, out, sources, draw=not args.no_figures)
+    except OSError as err:
+        print(f"error: cannot write into --out {out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 — one line instead of a traceback; the records are at fault or we are
+        print(f"error: report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     n_ok = sum(r.ok for r in runs)
-    print(f"{len(runs)} runs ({n_ok} ok, {len(runs) - n_ok} excluded) -> {path}")
+    n_bad = sum(r.status == "unreadable" for r in runs)
+    print(f"{len(runs)} runs ({n_ok} ok, {len(runs) - n_ok - n_bad} excluded, {n_bad} unreadable) -> {path}")
     return 0
 
 

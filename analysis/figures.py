@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from analysis.claims import collapse  # noqa: E402
 from analysis.load import Run  # noqa: E402
 from analysis.stats import Correlation, Curve, mean_curve  # noqa: E402
 
@@ -41,10 +42,17 @@ def save(fig, out_dir: Path, name: str) -> list[str]:
     """Write fig as <name>.png and <name>.pdf in out_dir; return the file names."""
     files = []
     for ext in ("png", "pdf"):
-        fig.savefig(Path(out_dir) / f"{name}.{ext}", bbox_inches="tight")
+        # no creation date in the PDF: the same records give the same file
+        fig.savefig(Path(out_dir) / f"{name}.{ext}", bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else None)
         files.append(f"{name}.{ext}")
     plt.close(fig)
     return files
+
+
+def close_all() -> None:
+    """Close every open figure (after a drawing failed half way)."""
+    plt.close("all")
 
 
 def wide_range(values) -> bool:
@@ -103,9 +111,10 @@ def draw_gap_distribution(task: str, groups: dict[str, list[Run]], gap: str) -> 
 
 def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
                        corr: dict[str, Correlation]) -> plt.Figure | None:
-    """Fig. 2D-F: final gap against final lambda_max, one point per run, with pooled and per-group r."""
+    """Fig. 2D-F: final gap against final lambda_max (log axis; runs with lambda_max <= 0 cannot be drawn there
+    and are left out, as from the correlations), one point per run, with pooled and per-group r."""
     pts = {g: [(r.value("lambda_max"), r.value(gap)) for r in runs
-               if r.value("lambda_max") is not None and r.value(gap) is not None] for g, runs in groups.items()}
+               if (r.value("lambda_max") or 0) > 0 and r.value(gap) is not None] for g, runs in groups.items()}
     pts = {g: p for g, p in pts.items() if p}
     if not pts:
         return None
@@ -115,11 +124,16 @@ def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
         x, y = np.array(p).T
         ax.scatter(x, y, s=24, color=colors[g], edgecolor="white", linewidth=0.5, zorder=3,
                    label=f"{g} (n={len(p)})\n" + fmt_corr(corr[g]))
-    if wide_range([x for p in pts.values() for x, _ in p]):
-        ax.set_xscale("log")
-    ax.set_xlabel("final top Hessian eigenvalue $\\lambda_{max}$")
+    fell = [(r.value("lambda_max"), r.value(gap)) for runs in groups.values() for r in runs
+            if (r.value("lambda_max") or 0) > 0 and r.value(gap) is not None and collapse(r)]
+    if fell:  # collapsed runs stay in the statistics; ringed so that a reader sees them
+        x, y = np.array(fell).T
+        ax.scatter(x, y, s=90, facecolor="none", edgecolor="red", linewidth=1.0, zorder=4,
+                   label=f"collapsed run (n={len(fell)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("final top Hessian eigenvalue $\\lambda_1$ (log)")
     ax.set_ylabel(GAP_LABELS[gap])
-    ax.set_title(f"{task}: gap vs curvature — all {corr['all'].n} runs: Pearson "
+    ax.set_title(f"{task}: gap vs curvature — all {corr['all'].n} runs: Pearson (log $\\lambda_1$) "
                  + fmt_corr(corr["all"]).replace("r$_s$", "Spearman r$_s$"),
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=1.0)
@@ -144,11 +158,31 @@ def curves_for(groups: dict[str, list[Run]], key: str) -> dict[str, tuple[Curve,
     return out
 
 
+def log_curves_for(groups: dict[str, list[Run]], key: str) -> dict[str, tuple[Curve, int]]:
+    """Like curves_for, on log values (positive points only): a curve of mean and std of log history[key]."""
+    out = {}
+    for g, runs in groups.items():
+        hists = [h for h in ([(s, math.log(v)) for s, v in r.history(key) if v > 0] for r in runs) if h]
+        curve = mean_curve(hists)
+        if curve is not None:
+            out[g] = (curve, len(hists))
+    return out
+
+
+def plot_log_curve(ax, curve: Curve, color: str, label: str) -> None:
+    """A curve of log values drawn on a log axis: geometric mean, band ×/÷ the geometric std."""
+    ax.plot(curve.steps, np.exp(curve.mean), color=color, lw=1.5, label=label,
+            marker="o" if len(curve.steps) < 4 else None, ms=3)
+    ax.fill_between(curve.steps, np.exp(curve.mean - curve.std), np.exp(curve.mean + curve.std), color=color,
+                    alpha=0.18, lw=0)
+
+
 def draw_lambda_trajectories(task: str, groups: dict[str, list[Run]], ax=None, title: str | None = None,
                              colors: dict[str, str] | None = None):
-    """Fig. 3: lambda_max over training, mean +/- std over seeds per group. Returns the figure (None when
-    no run has a lambda_max history); with `ax`, draws into it and returns it."""
-    curves = curves_for(groups, "lambda_max")
+    """Fig. 3: lambda_max over training on a log axis, geometric mean ×/÷ geometric std over seeds per group
+    (positive values only). Returns the figure (None when no run has a positive lambda_max history); with `ax`,
+    draws into it and returns it."""
+    curves = log_curves_for(groups, "lambda_max")
     if not curves:
         return None
     fig = None
@@ -156,12 +190,11 @@ def draw_lambda_trajectories(task: str, groups: dict[str, list[Run]], ax=None, t
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
     colors = colors or group_colors(list(groups))
     for g, (curve, n) in curves.items():
-        plot_curve(ax, curve, colors[g], f"{g} (n={n})")
-    if log_curves([c for c, _ in curves.values()]):
-        ax.set_yscale("log")
+        plot_log_curve(ax, curve, colors[g], f"{g} (n={n})")
+    ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("top Hessian eigenvalue $\\lambda_{max}$")
-    ax.set_title(title or f"{task}: curvature over training (mean ± std over seeds)")
+    ax.set_ylabel("top Hessian eigenvalue $\\lambda_1$ (log)")
+    ax.set_title(title or f"{task}: curvature over training (geometric mean ×/÷ geometric std over seeds)")
     ax.legend(fontsize=7)
     if fig is not None:
         fig.tight_layout()
@@ -172,9 +205,9 @@ MATCHED_RULES = ("bptt", "eprop", "bptt_scaled")
 
 
 def matched_groups(groups: dict[str, list[Run]]) -> dict[str, list[Run]]:
-    """The groups of Fig. 4C-E: bptt, eprop and bptt_scaled (every rho); empty unless bptt_scaled and one
-    of the others are present."""
-    sel = {g: runs for g, runs in groups.items() if g.split(" ")[0] in MATCHED_RULES}
+    """The groups of Fig. 4C-E: the arms bptt, eprop and every bptt_scaled arm; empty unless a bptt_scaled arm
+    and one of the others are present."""
+    sel = {g: runs for g, runs in groups.items() if g in MATCHED_RULES[:2] or g.startswith("bptt_scaled")}
     rules = {g.split(" ")[0] for g in sel}
     return sel if "bptt_scaled" in rules and len(rules) > 1 else {}
 
@@ -204,40 +237,48 @@ def draw_matched_step(task: str, groups: dict[str, list[Run]], gap: str) -> plt.
     return fig
 
 
+ALIGN_PANELS = (("rho", "alignment ρ = ĝ·g / g·g", "step length along the gradient", 1.0),
+                ("align_cos", "cos(ĝ, g)", "direction", 1.0),
+                ("norm_ratio", "|ĝ| / |g|", "norm of the estimate", 1.0))
+
+
 def draw_rho_theory(task: str, groups: dict[str, list[Run]],
                     stability: dict[str, list[list[tuple[float, float]]]]) -> plt.Figure | None:
-    """Alignment rho over training per group, and Theorem 1's |rho| eta lambda_1 against its stability
-    line 1 (`stability`: {group: [one history per run]}, from analysis.stats.stability_history)."""
-    rho = curves_for(groups, "rho")
-    theory = {g: (mean_curve(h), len(h)) for g, h in stability.items() if any(h)}
-    if not rho and not theory:
+    """Alignment over training per group — ρ, cos and |ĝ|/|g| (each panel drawn when some run has that
+    history) — and Theorem 1's |ρ|ηλ1 at curvature steps against its bound 1 and plain GD's classical ηλ1 < 2
+    (`stability`: {group: [one history per run]}, from analysis.claims.stability_points)."""
+    panels = [(key, ylabel, title, ref, curves_for(groups, key)) for key, ylabel, title, ref in ALIGN_PANELS]
+    panels = [p for p in panels if p[4]]
+    theory = {g: (mean_curve([h for h in hs if h]), sum(bool(h) for h in hs))
+              for g, hs in stability.items() if any(hs)}
+    if not panels and not theory:
         return None
     colors = group_colors(list(groups))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
-    if rho:
-        a1.axhline(1, color="0.6", lw=0.8, ls="--")
-        for g, (curve, n) in rho.items():
-            plot_curve(a1, curve, colors[g], f"{g} (n={n})")
-    else:
-        a1.text(0.5, 0.5, "no rho history", ha="center", va="center", transform=a1.transAxes)
-    a1.set_xlabel("training step")
-    a1.set_ylabel("alignment ρ = ĝ·g / g·g")
-    a1.set_title("step length along the gradient")
+    n_axes = len(panels) + (1 if theory else 0)
+    fig, axes = plt.subplots(1, n_axes, figsize=(3.6 * n_axes + 0.5, 4.0), layout="constrained", squeeze=False)
+    axes = list(axes[0])
+    for ax, (key, ylabel, title, ref, curves) in zip(axes, panels):
+        ax.axhline(ref, color="0.6", lw=0.8, ls="--")
+        for g, (curve, n) in curves.items():
+            plot_curve(ax, curve, colors[g], f"{g} (n={n})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
     if theory:
-        a2.axhline(1, color="red", lw=1.0, ls="--", label="stability bound 1")
+        a2 = axes[-1]
+        a2.axhline(1, color="red", lw=1.0, ls="--", label="Theorem 1 bound 1")
+        a2.axhline(2, color="0.3", lw=1.0, ls=":", label="GD's classical bound ηλ1 = 2")
         for g, (curve, n) in theory.items():
             plot_curve(a2, curve, colors[g], f"{g} (n={n})")
         if log_curves([c for c, _ in theory.values()]):
             a2.set_yscale("log")
-    else:
-        a2.text(0.5, 0.5, "no rho and lambda_max histories", ha="center", va="center", transform=a2.transAxes)
-    a2.set_xlabel("training step")
-    a2.set_ylabel("|ρ| η $\\lambda_{max}$")
-    a2.set_title("Theorem 1: stable when below 1")
+        a2.set_xlabel("training step")
+        a2.set_ylabel("|ρ| η $\\lambda_1$ (at curvature steps)")
+        a2.set_title("Theorem 1: stable when below 1")
     fig.suptitle(f"{task}: gradient alignment and Theorem 1")
-    # one legend below both panels: the groups are the same, and inside either panel it hides curves
+    # one legend below the panels: the groups are the same, and inside a panel it hides curves
     handles = {}
-    for ax in (a1, a2):
+    for ax in axes:
         handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels())})
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4),
                fontsize=8)

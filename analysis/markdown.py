@@ -3,9 +3,7 @@ significant digits (enough to check them against scipy); undefined values print 
 from __future__ import annotations
 
 import math
-import os
 
-from analysis.load import Run
 from analysis.stats import Correlation, Stat
 
 
@@ -24,7 +22,7 @@ def stat_cell(s: Stat, n_ok: int) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -46,15 +44,3 @@ def correlation_table(corr: dict[str, Correlation]) -> str:
     rows = [[("all runs (pooled)" if g == "all" else g), str(c.n), num(c.pearson_r), num(c.pearson_p),
              num(c.spearman_r), num(c.spearman_p)] for g, c in corr.items()]
     return table(["runs", "n", "Pearson r", "Pearson p", "Spearman r", "Spearman p"], rows)
-
-
-def show_path(path: str) -> str:
-    """Relative to the working directory when below it, else absolute."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def excluded_table(runs: list[Run]) -> str:
-    rows = [[r.rule, r.task, "n/a" if r.seed is None else str(r.seed), r.status, r.error or "", show_path(r.path)]
-            for r in runs]
-    return table(["rule", "task", "seed", "status", "error", "path"], rows)

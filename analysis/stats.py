@@ -1,5 +1,5 @@
-"""The report's numbers, apart from drawing: which gap a task uses, mean +/- std over seeds, gap-vs-lambda_max
-correlations, mean trajectories over seeds, and Theorem 1's stability quantity |rho| eta lambda_1."""
+"""The report's numbers, apart from drawing and the claims (analysis.claims): which gap a task uses, mean +/- std
+over seeds, gap-vs-lambda_max correlations, and mean trajectories over seeds."""
 from __future__ import annotations
 
 import math
@@ -61,11 +61,16 @@ def correlation(x, y) -> Correlation:
     return Correlation(n, float(pr), float(pp), float(sr), float(sp))
 
 
+def log_or_none(x: float | None) -> float | None:
+    return math.log(x) if x is not None and x > 0 else None
+
+
 def gap_lambda_correlations(groups: dict[str, list[Run]], gap: str) -> dict[str, Correlation]:
-    """{"all": pooled over every group, group: within that group} of the final gap against final lambda_max,
-    one pair per ok run."""
+    """{"all": pooled over every group, group: within that group} of the final gap against log final
+    lambda_max, one pair per ok run with lambda_max > 0: Pearson r is on log lambda_max; Spearman r, a rank
+    correlation, is the same on lambda_max."""
     def corr(runs):
-        return correlation([r.value("lambda_max") for r in runs], [r.value(gap) for r in runs])
+        return correlation([log_or_none(r.value("lambda_max")) for r in runs], [r.value(gap) for r in runs])
     out = {"all": corr([r for runs in groups.values() for r in runs])}
     out.update({g: corr(runs) for g, runs in groups.items()})
     return out
@@ -93,32 +98,3 @@ def mean_curve(histories: list[list[tuple[float, float]]]) -> Curve | None:
     stats = [describe(by_step[s]) for s in steps]
     return Curve(np.array(steps), np.array([s.mean for s in stats]), np.array([s.std for s in stats]),
                  np.array([s.n for s in stats]))
-
-
-def computed_stability(rho: list[tuple[float, float]], lam: list[tuple[float, float]], lr: float,
-                       rho_const: float | None = None) -> list[tuple[float, float]]:
-    """Theorem 1's |rho| eta lambda_1 at each step where rho was measured, with lambda_1 the latest
-    measurement at or before that step (curvature is measured less often than alignment). Without a rho
-    history, a constant rho_const (e.g. rho_mean = 1 for bptt) at every lambda step. eta is the configured
-    learning rate (a scheduler's decay is not seen here; the callback's theory_stability is)."""
-    if not lam or lr is None:
-        return []
-    if not rho:
-        return [] if rho_const is None else [(s, abs(rho_const) * lr * v) for s, v in lam]
-    out = []
-    lam_steps = [s for s, _ in lam]
-    for step, r in rho:
-        i = int(np.searchsorted(lam_steps, step, side="right")) - 1
-        if i >= 0:
-            out.append((step, abs(r) * lr * lam[i][1]))
-    return out
-
-
-def stability_history(run: Run) -> tuple[list[tuple[float, float]], str]:
-    """(|rho| eta lambda_1 over training, source): the run's theory_stability history when it has one,
-    else computed from its rho and lambda_max histories and lr; source is "recorded", "computed" or ""."""
-    recorded = run.history("theory_stability")
-    if recorded:
-        return recorded, "recorded"
-    computed = computed_stability(run.history("rho"), run.history("lambda_max"), run.lr, run.value("rho_mean"))
-    return computed, ("computed" if computed else "")

@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 import report
 from analysis.load import Run, assign_groups
-from analysis.stats import computed_stability, correlation, mean_curve
+from analysis.stats import correlation, mean_curve
 from analysis.wandb_source import record_from_wandb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def write_run(root: Path, rule: str, seed: int, status: str = "ok", task: str = 
     if lambda_history:
         hist["lambda_max"] = lam
     if theory:
-        hist["theory_stability"] = [[s, abs(r) * lr * 40.0] for s, r in rho_hist]
+        hist["theory_stability"] = [[s, rho_v * lr * v] for s, v in lam]  # at the curvature steps
     summary = {
         "status": status, "rule": rule, "task": task, "seed": seed, "steps": 1000, "lr": lr,
         "train_acc": train_acc if classification else None,
@@ -98,7 +98,7 @@ def test_report_figures_excluded_runs_and_statistics(sweep, tmp_path):
             f = out / f"{kind}_dms.{ext}"
             assert f.exists() and f.stat().st_size > 1000, f
     text = (out / "report.md").read_text()
-    assert "15 run records: 13 ok, 2 excluded (1 diverged, 1 failed)" in text
+    assert "15 run records: 13 ok (0 of them collapsed), 2 excluded (1 diverged, 1 failed), 0 unreadable" in text
 
     excluded = table_rows(text, "## Excluded runs")
     assert {(c[0], c[1], c[2]) for c in excluded.values()} == {("dms", "7", "diverged"), ("dms", "8", "failed")}
@@ -107,20 +107,20 @@ def test_report_figures_excluded_runs_and_statistics(sweep, tmp_path):
     assert any(c[4].endswith("eprop/seed7/summary.json") for c in excluded.values())
 
     # correlations: the same pairs through scipy, here
-    corr = table_rows(text, "### `gap_acc` vs final `lambda_max`")
+    corr = table_rows(text, "### `gap_acc` vs final λ1")
     groups = {"all runs (pooled)": runs, **{g: [r for r in runs if r["rule"] == g] for g in ("bptt", "eprop")}}
     for name, rs in groups.items():
-        lam = [r["lambda_max"] for r in rs]
+        lam = [math.log(r["lambda_max"]) for r in rs]  # Pearson on log lambda; Spearman is rank-based
         gap = [r["gap_acc"] for r in rs]
         n, pr, pp, sr, sp = corr[name]
         assert int(n) == len(rs)
         for printed, expected in zip((pr, pp, sr, sp), (*sps.pearsonr(lam, gap), *sps.spearmanr(lam, gap))):
             assert float(printed) == pytest.approx(expected, rel=1e-3)
-    assert "bptt_scaled (rho=0.1)" in corr  # bptt_scaled is labelled with its rho
+    assert "bptt_scaled (mean ρ)" in corr  # bptt_scaled is labelled with its rho mode
     assert corr["rflo"] == ["1", "n/a", "n/a", "n/a", "n/a"]
 
     # per-rule means and stds over the 4 ok seeds (diverged / failed left out)
-    table = table_rows(text, "### Per rule")
+    table = table_rows(text, "### Per arm")
     for rule, group in (("bptt", "bptt"), ("eprop", "eprop")):
         rs = [r for r in runs if r["rule"] == rule]
         n, train_acc, *_ = table[group]
@@ -132,7 +132,8 @@ def test_report_figures_excluded_runs_and_statistics(sweep, tmp_path):
     assert table["rflo"][0] == "1" and table["rflo"][1].endswith(" ± 0")
 
     theory = table_rows(text, "### Theorem 1")
-    assert theory["bptt"][3] == "computed/recorded"  # seed 0 recorded, seeds 1-3 computed from rho, lr, lambda
+    assert theory["bptt"][0] == "1/4"  # only seed 0 recorded theory_stability: never recomputed for the others
+    assert theory["bptt"][1] == f"{0.03 * runs[0]['lambda_max']:.4g} ± 0"  # its last point, at a curvature step
 
 
 def test_report_as_a_script_merges_dirs_tasks_and_handles_sparse_runs(sweep, tmp_path):
@@ -146,18 +147,22 @@ def test_report_as_a_script_merges_dirs_tasks_and_handles_sparse_runs(sweep, tmp
     proc = subprocess.run([sys.executable, "report.py", str(root), "--also", str(other), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "17 runs (15 ok, 2 excluded)" in proc.stdout
+    assert "17 runs (15 ok, 2 excluded, 0 unreadable)" in proc.stdout
     text = (out / "report.md").read_text()
     pattern = text[text.index("## Task `pattern`"):text.index("\n## Figures")]
     assert "Gap: `gap_loss`" in pattern
-    table = table_rows(pattern, "### Per rule")
+    table = table_rows(pattern, "### Per arm")
     assert table["rflo"][:2] == ["1", "0.2 ± 0"]  # train_loss of the single run: std 0
-    assert "No ok run of this task has both `gap_loss` and `lambda_max`: no correlation." in pattern
+    assert "No ok run of this task has both `gap_loss` and a positive `lambda_max`: no correlation." in pattern
     assert "`lambda_pattern` skipped" in pattern and "`gap_vs_lambda_pattern` skipped" in pattern
     for name in ("gap_pattern.png", "gap_pattern.pdf", "lambda_dms.pdf", "rho_theory_pattern.png"):
         assert (out / name).stat().st_size > 1000
         assert f"`{name}`" in text
     assert not (out / "lambda_pattern.png").exists()
+    matrix = table_rows(text, "## Claims across tasks")  # two tasks: a claim x task table of verdicts
+    assert matrix["eprop: larger gap than bptt [Welch t]"][0] in ("held", "not held")
+    assert matrix["eprop: larger gap than bptt [Welch t]"][1] == "—"  # pattern has no eprop run
+    assert matrix["Theorem 1: final \\|ρ\\|ηλ1 < 2 (bptt)"][1].startswith("not tested")
 
 
 def test_no_runs_is_an_error(tmp_path, capsys):
@@ -178,16 +183,6 @@ def test_mean_curve_on_unequal_step_grids():
     assert list(curve.steps) == [0, 5, 10]
     assert list(curve.mean) == [2.0, 7.0, 3.0] and list(curve.n) == [2, 1, 1]
     assert curve.std[0] == pytest.approx(np.std([1.0, 3.0], ddof=1)) and curve.std[1] == 0.0
-
-
-def test_computed_stability_uses_latest_lambda():
-    rho = [(0, 0.5), (50, -0.2), (100, 0.1)]
-    lam = [(0, 10.0), (100, 20.0)]
-    def flat(points):
-        return [x for p in points for x in p]
-    assert flat(computed_stability(rho, lam, lr=0.1)) == pytest.approx(flat([(0, 0.5), (50, 0.2), (100, 0.2)]))
-    assert flat(computed_stability([], lam, lr=0.1, rho_const=1.0)) == pytest.approx(flat([(0, 1.0), (100, 2.0)]))
-    assert flat(computed_stability(rho, [(60, 1.0)], lr=0.1)) == pytest.approx([100, 0.01])  # none before 60
 
 
 def test_groups_split_bptt_scaled_rho_and_lr_only_among_ok_runs():

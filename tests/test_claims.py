@@ -1,0 +1,283 @@
+"""The claims table and the report's robustness: every statistic equals scipy.stats on the same numbers,
+collapsed runs are flagged, Theorem 1 uses one step's values, malformed records are listed (not a traceback),
+an unwritable --out is one line and exit 2, and the same records give a byte-identical report.md."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+import report
+from analysis import claims as cl
+from analysis.load import Run
+
+CURV_STEPS = [0, 100, 200, 300]
+
+# (gap mean, gap std, final lambda mean in log units, lambda rise rate) per arm: bio rules sharper and wider
+ARMS = {"bptt": (0.10, 0.01, 1.0, 0.002), "eprop": (0.20, 0.05, 3.0, 0.010), "rflo": (0.15, 0.04, 2.5, 0.006),
+        "mdgl": (0.2, 0.05, 3.0, 0.01)}
+
+
+def summary(rule: str, seed: int, rng, n_task: str = "dms", *, gap=None, lam=None, rise=0.005, rule_cfg=None,
+            cfg_extra=None, train_acc_hist=None, theory=True, classification=True, status="ok") -> dict:
+    """A run record as callbacks/run_record writes it, with the numbers given (or drawn from rng)."""
+    lam = lam if lam is not None else float(np.exp(rng.normal(2, 0.5)))
+    gap = gap if gap is not None else float(rng.normal(0.1, 0.02))
+    lam_hist = [[0, 1.0], [100, float(math.exp(rise * 100))], [200, lam * 0.9], [300, lam]]
+    acc_hist = train_acc_hist or [[s, 0.5 + 0.45 * s / 300] for s in CURV_STEPS]
+    hist = {"lambda_max": lam_hist, "train_acc": acc_hist, "rho": [[s, 0.3] for s in range(0, 301, 50)],
+            "norm_ratio": [[s, 0.5] for s in range(0, 301, 50)], "align_cos": [[s, 0.4] for s in range(0, 301, 50)]}
+    if theory:  # at the curvature steps, plus one alignment-step point that must be ignored
+        hist["theory_stability"] = [[s, 0.01 * v] for s, v in lam_hist] + [[250, 99.0]]
+    train_acc = acc_hist[-1][1]
+    rec = {"status": status, "rule": rule, "task": n_task, "seed": seed, "steps": 300, "lr": 0.01,
+           "train_acc": train_acc if classification else None,
+           "test_acc": train_acc - gap if classification else None, "gap_acc": gap if classification else None,
+           "train_loss": 0.1, "test_loss": 0.1 + gap, "gap_loss": gap, "lambda_max": lam, "rho_mean": 0.3,
+           "history": hist, "error": None, "stopped_at": None, "stop_target": None,
+           "config": {"rule": {"name": rule, **(rule_cfg or {})}, "optimizer": {"lr": 0.01}, "task": {"name": n_task},
+                      **(cfg_extra or {})}}
+    return rec
+
+
+def study(seed: int = 0, n: int = 6) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    recs = []
+    for rule, (gm, gs, lm, rise) in ARMS.items():
+        for s in range(n if rule != "mdgl" else 2):  # mdgl: too few runs, not tested
+            recs.append(summary(rule, s, rng, gap=float(rng.normal(gm, gs)), lam=float(np.exp(rng.normal(lm, 0.4))),
+                                rise=float(rise * (1 + 0.2 * rng.standard_normal()))))
+    for s in range(5):
+        recs.append(summary("bptt_scaled", s, rng, lam=float(np.exp(rng.normal(2.9, 0.4))),
+                            rule_cfg={"rho": 0.3, "rho_mode": "mean"}))
+    for s in range(4):  # stopped at the bio rules' test accuracy: the reference's App. Table 1
+        recs.append(summary("bptt", 10 + s, rng, gap=float(rng.normal(0.08, 0.01)),
+                            lam=float(np.exp(rng.normal(1.0, 0.4))), cfg_extra={"stop_at_test_acc": 0.8}))
+    return recs
+
+
+def write(root: Path, recs: list[dict]) -> Path:
+    for i, r in enumerate(recs):
+        d = root / f"{i:03d}_{r.get('rule', 'x')}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps(r))
+    return root
+
+
+def claims_rows(text: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = lines.index("### Claims")
+    rows = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def vals(recs, rule, key, early=False):
+    return [r[key] for r in recs if r["rule"] == rule and ("stop_at_test_acc" in r["config"]) == early]
+
+
+def rise(r):
+    (s0, v0), (s1, v1) = r["history"]["lambda_max"][:2]
+    return (math.log(v1) - math.log(v0)) / (s1 - s0)
+
+
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("claims")
+    recs = study()
+    root = write(tmp / "sweep", recs)
+    assert report.main([str(root), "--out", str(tmp / "out"), "--no-figures"]) == 0  # figures: test_report.py
+    return recs, (tmp / "out" / "report.md").read_text(encoding="utf-8"), root, tmp
+
+
+def test_claims_equal_scipy(study_report):
+    recs, text, _, _ = study_report
+    rows = claims_rows(text)
+    by = {}
+    for claim, task, stat, p, n, verdict in rows:
+        by[(claim, stat.split(" =")[0].split(" (two")[0])] = (stat, p, n, verdict)
+
+    def check(key, res, n, held):
+        stat, p, n_printed, verdict = by[key]
+        assert float(p) == pytest.approx(res.pvalue, rel=1e-3), key
+        assert float(stat.split("= ")[1].split(";")[0].split(" ")[0]) == pytest.approx(res.statistic, rel=1e-3)
+        assert n_printed == n
+        assert verdict == ("held" if held else "not held"), key
+
+    for bio in ("eprop", "rflo"):
+        b, t = vals(recs, bio, "gap_acc"), vals(recs, "bptt", "gap_acc")
+        w = sps.ttest_ind(b, t, equal_var=False, alternative="greater")
+        check((f"{bio}: larger gap than bptt", "Welch t"), w, "6 vs 6", w.pvalue < 0.05)
+        u = sps.mannwhitneyu(b, t, alternative="greater")
+        check((f"{bio}: larger gap than bptt", "Mann–Whitney U"), u, "6 vs 6", u.pvalue < 0.05)
+        lv = sps.levene(b, t, center="median")
+        check((f"{bio}: more variable gap than bptt", "Brown–Forsythe W"), lv, "6 vs 6",
+              lv.pvalue < 0.05 and np.var(b, ddof=1) > np.var(t, ddof=1))
+        u = sps.mannwhitneyu(vals(recs, bio, "lambda_max"), vals(recs, "bptt", "lambda_max"), alternative="greater")
+        check((f"{bio}: higher final λ1 than bptt", "Mann–Whitney U"), u, "6 vs 6", u.pvalue < 0.05)
+        u = sps.mannwhitneyu([rise(r) for r in recs if r["rule"] == bio],
+                             [rise(r) for r in recs if r["rule"] == "bptt" and "stop_at_test_acc" not in r["config"]],
+                             alternative="greater")
+        key = next(k for k in by if k[0].startswith(f"{bio}: faster rise"))
+        check(key, u, "6 vs 6", u.pvalue < 0.05)
+        e = vals(recs, "bptt", "gap_acc", early=True)
+        w = sps.ttest_ind(b, e, equal_var=False, alternative="greater")
+        check((f"{bio}: larger gap than bptt early-stopped", "Welch t"), w, "6 vs 4", w.pvalue < 0.05)
+        u = sps.mannwhitneyu(vals(recs, bio, "lambda_max"), vals(recs, "bptt", "lambda_max", early=True),
+                             alternative="greater")
+        check((f"{bio}: higher final λ1 than bptt early-stopped", "Mann–Whitney U"), u, "6 vs 4", u.pvalue < 0.05)
+
+    # mdgl has 2 runs: every comparison is not tested, with the reason
+    assert by[("mdgl: larger gap than bptt", "Welch t")][3].startswith("not tested (fewer than 3 runs: mdgl n=2")
+
+    main = [r for r in recs if r["rule"] in ("bptt", "eprop", "rflo", "mdgl") and "stop_at_test_acc" not in r["config"]]
+    lam, gap = [r["lambda_max"] for r in main], [r["gap_acc"] for r in main]
+    label = "gap–λ1 correlation (pooled bptt+eprop+rflo+mdgl)"
+    sp = sps.spearmanr(lam, gap)
+    check((label, "Spearman r"), sp, str(len(main)), sp.statistic > 0 and sp.pvalue < 0.05)
+    pr = sps.pearsonr(np.log(lam), gap)
+    check((label, "Pearson r (log λ1)"), pr, str(len(main)), pr.statistic > 0 and pr.pvalue < 0.05)
+    assert by[("gap–λ1 correlation (mdgl)", "Spearman r")][3].startswith("not tested")
+
+    s_lam, e_lam, b_lam = (vals(recs, r, "lambda_max") for r in ("bptt_scaled", "eprop", "bptt"))
+    u = sps.mannwhitneyu(s_lam, e_lam, alternative="two-sided")
+    check(("bptt_scaled (mean ρ): final λ1 not different from eprop", "Mann–Whitney U"), u, "5 vs 6",
+          u.pvalue >= 0.05)
+    u2 = sps.mannwhitneyu(s_lam, b_lam, alternative="greater")
+    check(("bptt_scaled (mean ρ): final λ1 above bptt", "Mann–Whitney U"), u2, "5 vs 6", u2.pvalue < 0.05)
+    both = by[("bptt_scaled (mean ρ): reproduces eprop's final λ1 (both rows above)", "—")][3]
+    assert both == ("held" if u.pvalue >= 0.05 and u2.pvalue < 0.05 else "not held")
+    assert "α = 0.05" in text and "center='median'" in text
+
+
+def test_theorem1_uses_the_same_steps_values(study_report):
+    recs, text, _, _ = study_report
+    # theory = 0.01 * lambda at the curvature steps; the 99.0 point at step 250 (no lambda there) is ignored
+    run = Run(path="x", summary=recs[0], status="ok")
+    assert cl.final_stability(run) == pytest.approx(0.01 * recs[0]["lambda_max"])
+    assert all(v < 2 for _, v in cl.stability_points(run))
+    no_theory = Run(path="x", summary=summary("bptt", 0, np.random.default_rng(0), theory=False), status="ok")
+    assert cl.final_stability(no_theory) is None  # n/a: never rebuilt from rho, lr and some lambda
+    finals = [0.01 * r["lambda_max"] for r in recs if r["rule"] == "eprop"]
+    row = next(r for r in claims_rows(text) if r[0] == "Theorem 1: final |ρ|ηλ1 < 2 (eprop)".replace("|", "\\|"))
+    assert row[2].startswith(f"{sum(v < 2 for v in finals)}/6 runs' final value < 2")
+    assert row[5] == ("held" if all(v < 2 for v in finals) else "not held")
+
+
+def test_arm_labels():
+    def arm(rule, rule_cfg=None, **cfg):
+        return cl.arm_of(Run(path="x", summary=summary(rule, 0, np.random.default_rng(0), rule_cfg=rule_cfg,
+                                                       cfg_extra=cfg), status="ok"))
+    assert arm("bptt") == "bptt"
+    assert arm("bptt_scaled", {"rho_mode": "history"}) == "bptt_scaled (ρ history)"
+    assert arm("bptt_scaled", {"rho": 0.3, "rho_mode": "mean"}) == "bptt_scaled (mean ρ)"
+    assert arm("tbptt", {"window": 10}) == "tbptt w=10"
+    assert arm("bptt", stop_at_test_acc=0.8) == "bptt early-stopped"
+    assert arm("bptt", stop_at_test_acc=None, stop_at_train_acc=0.9) == "bptt"
+    assert arm("eprop", scheduler={"_target_": "torch.optim.lr_scheduler.StepLR"}) == "eprop + lr decay"
+
+
+def test_collapse_flag():
+    rng = np.random.default_rng(0)
+    fell = summary("eprop", 0, rng, train_acc_hist=[[0, 0.5], [100, 0.95], [200, 0.9], [300, 0.7]])
+    dipped = summary("eprop", 1, rng, train_acc_hist=[[0, 0.5], [100, 0.95], [200, 0.6], [300, 0.9]])
+    assert "0.7 < best 0.95" in cl.collapse(Run("x", fell, "ok"))
+    assert cl.collapse(Run("x", dipped, "ok")) is None  # recovered by the end
+    reg = summary("bptt", 2, rng, classification=False, train_acc_hist=[[0, 0.5]])
+    del reg["history"]["train_acc"]
+    reg["history"]["train_loss"] = [[0, 1.0], [100, 0.1], [300, 0.3]]
+    reg["train_loss"] = 0.3
+    assert cl.collapse(Run("x", reg, "ok")).startswith("train loss 0.3 > 2 × best 0.1")
+    reg["train_loss"] = 0.15
+    assert cl.collapse(Run("x", reg, "ok")) is None
+
+
+def test_collapsed_runs_counted_and_bad_records_listed(tmp_path, capsys):
+    """A collapsed run, a diverged one and five malformed records: counted per arm, listed, no traceback."""
+    rng = np.random.default_rng(1)
+    recs = [summary("bptt", s, rng) for s in range(3)]
+    recs.append(summary("bptt", 3, rng, train_acc_hist=[[0, 0.5], [100, 0.95], [300, 0.6]]))
+    recs.append(summary("eprop", 0, rng, status="diverged"))
+    recs[0]["history"]["shift_acc"] = [[0, 0.5], [300, 0.4]]
+    root = write(tmp_path / "sweep", recs)
+    bad = {"json": "{not json", "list": "[1, 2]", "history": json.dumps({**recs[0], "history": "abc"}),
+           "acc": json.dumps({**recs[0], "train_acc": "0.9"}), "points": json.dumps({**recs[0],
+                                                                                     "history": {"rho": 3}})}
+    for name, text in bad.items():
+        (root / f"bad_{name}").mkdir()
+        (root / f"bad_{name}" / "summary.json").write_text(text)
+    assert report.main([str(root), "--out", str(tmp_path / "out"), "--no-figures"]) == 0  # in-process: no raise
+    assert capsys.readouterr().err == ""
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "10 run records: 4 ok (1 of them collapsed), 1 excluded (1 diverged), 5 unreadable" in text
+    assert "| bptt | 4 | 3 | 1 | 0 | 0 | 0 | 0 |" in text and "| eprop | 1 | 0 | 0 | 1 | 0 | 0 | 0 |" in text
+    unreadable = text[text.index("## Unreadable records (5)"):]
+    assert "sweep/bad_json/summary.json | JSONDecodeError" in unreadable
+    assert "sweep/bad_acc/summary.json | field 'train_acc' is str, not a number" in unreadable
+    assert "sweep/bad_history/summary.json | field 'history' is str, not an object" in unreadable
+    assert "sweep/bad_points/summary.json | history['rho'] is int" in unreadable
+    assert "sweep/bad_list/summary.json" in unreadable
+    assert "Collapsed runs are kept in every statistic" in text
+    arms = text[text.index("### Per arm"):]
+    assert "| arm | n ok | train_acc | test_acc | shift_acc | gap_acc |" in arms  # one run measured it
+    assert "| bptt | 4 | " in arms and " | 0.4 ± 0 (n=1) | " in arms
+
+
+def test_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
+    root = write(tmp_path / "sweep", [summary("bptt", 0, np.random.default_rng(0))])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert report.main([str(root), "--out", str(blocker / "out")]) == 2  # in-process: no exception escapes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot create --out")
+
+
+def test_report_is_deterministic(study_report, tmp_path):
+    """The same records, read again from another place under the same directory name, give the same bytes."""
+    _, text, root, _ = study_report
+    moved = tmp_path / "elsewhere" / root.name
+    shutil.copytree(root, moved)
+    assert report.main([str(moved), "--out", str(tmp_path / "again"), "--no-figures"]) == 0
+    again = (tmp_path / "again" / "report.md").read_bytes()
+    assert again == text.encode("utf-8")
+    assert str(tmp_path) not in again.decode() and str(root) not in again.decode()
+
+
+def test_claims_matrix_over_tasks():
+    rng = np.random.default_rng(2)
+    runs = [Run("x", summary(rule, s, rng, n_task=task), "ok") for task in ("dms", "pattern")
+            for rule in ("bptt", "eprop") for s in range(3)]
+    cl.assign_arms(runs)
+    claims = []
+    for task in ("dms", "pattern"):
+        groups = {g: [r for r in runs if r.task == task and r.group == g] for g in ("bptt", "eprop")}
+        claims += cl.task_claims(task, groups, "gap_acc")
+    header, rows = cl.claims_matrix(claims)
+    assert header == ["claim", "dms", "pattern"]
+    assert ["eprop: larger gap than bptt [Welch t]"] == [r[0] for r in rows if r[0].endswith("[Welch t]")]
+    assert all(v in ("held", "not held", "not tested") for r in rows for v in r[1:])
+
+
+def test_regression_task_uses_the_loss_gap():
+    """A task without accuracy (gap_acc null): the claims compare gap_loss."""
+    from analysis.stats import gap_key
+    rng = np.random.default_rng(3)
+    recs = [summary(rule, s, rng, n_task="pattern", classification=False, gap=float(rng.normal(m, 0.05)))
+            for rule, m in (("bptt", 0.1), ("eprop", 0.3)) for s in range(4)]
+    runs = [Run("x", r, "ok") for r in recs]
+    cl.assign_arms(runs)
+    gap = gap_key(runs)
+    assert gap == "gap_loss"
+    groups = {g: [r for r in runs if r.group == g] for g in ("bptt", "eprop")}
+    welch = next(c for c in cl.task_claims("pattern", groups, gap) if c.test == "Welch t")
+    ref = sps.ttest_ind(vals(recs, "eprop", "gap_loss"), vals(recs, "bptt", "gap_loss"), equal_var=False,
+                        alternative="greater")
+    assert welch.p == pytest.approx(ref.pvalue) and welch.n == "4 vs 4"
