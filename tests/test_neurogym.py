@@ -168,7 +168,7 @@ def test_rules_train_end_to_end_and_measure_gap_lambda_and_rho(env, rule, tmp_pa
 
 def test_env_kwargs_pass_through_a_run(tmp_path):
     summary = train(compose_config(["task=neurogym", "task.env=PerceptualDecisionMaking",
-                                    "+task.kwargs.sigma=0.5", "+task.kwargs.timing={stimulus: 500}", *TINY]),
+                                    "task.kwargs={sigma: 0.5, timing: {stimulus: 500}}", *TINY]),
                     tmp_path)
     assert summary["status"] == "ok"
     assert summary["config"]["task"]["kwargs"] == {"sigma": 0.5, "timing": {"stimulus": 500}}
