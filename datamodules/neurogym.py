@@ -15,8 +15,10 @@ environments seeded from `seed`, and stacks them into one length T:
   with `decision`, the decision as neurogym scores it, held through the decision period.
   `neurogym_performance` gives neurogym's own per-trial score (the first non-fixation action of the
   decision period is the choice) for analysis.
+- Input noise: the env's own (e.g. `sigma` in `task.kwargs`), plus, as in the hand-written tasks, N(0, noise^2)
+  on every input and trial step (`task.noise`, default 0; `task.test_noise` for the test set, default = noise).
 - The test set never repeats a training trial: a test draw whose inputs equal a training trial's is
-  redrawn (a noise-free task with too few distinct trials is refused).
+  redrawn (a noise-free task with too few distinct trials is refused; `task.noise` makes any task usable).
 
 Env keyword arguments (timing, sigma, dim_ring, ...) go in `task.kwargs`; `task.test_kwargs` overrides
 some of them for the test environment only (e.g. a longer delay). neurogym's and gymnasium's warnings and
@@ -25,6 +27,7 @@ log lines stay out of the console.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import warnings
 from typing import Any
@@ -93,9 +96,13 @@ def make_env(env_id: str, dt: float, kwargs: dict[str, Any], key: str = "task.kw
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             env = ngym.make(env_id, dt=dt, **kwargs).unwrapped
-    except (TypeError, ValueError, KeyError, AttributeError) as err:
+            env._top.new_trial()  # noqa: SLF001 - a probe: the sets are drawn after re-seeding
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise ValueError(f"task.env={env_id} with {key}={dict(kwargs)} cannot be built: {reason}") from None
+    if not (hasattr(env, "ob") and hasattr(env, "gt")):
+        raise ValueError(f"task.env={env_id} builds no supervised trials (no ob/gt arrays: a reinforcement-learning-"
+                         f"only env)")
     space = env.action_space
     if not hasattr(space, "n"):
         raise ValueError(f"task.env={env_id} has a continuous action space ({type(space).__name__}); the neurogym "
@@ -114,13 +121,19 @@ def loss_steps(env, length: int, loss_on: str) -> np.ndarray:
     return mask
 
 
-def draw_trial(env) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One trial: ob (T_i, N_in), gt (T_i,), the decision-loss mask and the all-steps mask (T_i,)."""
+def fingerprint(ob: np.ndarray) -> bytes:
+    """A trial's inputs, hashed (deterministic across processes; the sets can be large)."""
+    return hashlib.blake2b(ob.tobytes(), digest_size=16).digest()
+
+
+def draw_trial(env, noise: float = 0.0, rng: np.random.Generator | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One trial: ob (T_i, N_in) plus N(0, noise^2) on every input and step of the trial, gt (T_i,), the
+    decision-loss mask and the all-steps mask (T_i,)."""
     env._top.new_trial()  # noqa: SLF001 - honours trial wrappers when the env has them
-    if not (hasattr(env, "ob") and hasattr(env, "gt")):
-        raise ValueError(f"task.env={env.spec.id if env.spec else type(env).__name__} builds no supervised trials "
-                         f"(no ob/gt arrays: a reinforcement-learning-only env)")
     ob, gt = np.asarray(env.ob, dtype=np.float32), np.asarray(env.gt).astype(np.int64)
+    if noise > 0:
+        ob = ob + np.float32(noise) * rng.standard_normal(ob.shape, dtype=np.float32)
     return ob, gt, loss_steps(env, len(ob), "decision"), loss_steps(env, len(ob), "all")
 
 
@@ -157,10 +170,13 @@ class NeurogymDataModule(TrialDataModule):
 
     def __init__(self, env: str = "DelayMatchSample-v0", dt: float = 100.0, kwargs: dict | None = None,
                  test_kwargs: dict | None = None, T: int | None = None, loss_on: str = "decision",
-                 train_size: int = 256, test_size: int = 1024, batch_size: int = 64, seed: int = 0, **_ignored):
+                 train_size: int = 256, test_size: int = 1024, noise: float = 0.0, test_noise: float | None = None,
+                 batch_size: int = 64, seed: int = 0, **_ignored):
         super().__init__(batch_size=batch_size, seed=seed)
         if loss_on not in LOSS_ON:
             raise ValueError(f"task.loss_on={loss_on!r} is not allowed; choose one of: {', '.join(LOSS_ON)}")
+        if not float(dt) > 0:
+            raise ValueError(f"task.dt must be a positive number of ms, got {dt}")
         if T is not None and int(T) < 1:
             raise ValueError(f"task.T must be a positive number of steps or null (the longest trial), got {T}")
         self.env_id = resolve_env_id(str(env))
@@ -168,6 +184,10 @@ class NeurogymDataModule(TrialDataModule):
         self.kwargs = dict(kwargs or {})
         self.test_kwargs = {**self.kwargs, **dict(test_kwargs or {})}
         self.train_size, self.test_size = int(train_size), int(test_size)
+        self.noise = float(noise)
+        self.test_noise = self.noise if test_noise is None else float(test_noise)
+        if self.noise < 0 or self.test_noise < 0:
+            raise ValueError(f"task.noise and task.test_noise must be >= 0, got {noise} and {test_noise}")
         # both envs now, so that a bad id, keyword or value fails before any training starts
         self.train_env = make_env(self.env_id, self.dt, self.kwargs)
         self.test_env = make_env(self.env_id, self.dt, self.test_kwargs, key="task.test_kwargs")
@@ -184,20 +204,26 @@ class NeurogymDataModule(TrialDataModule):
         """The raw train and test trials; test trials equal to a training trial (by inputs) are redrawn."""
         self.train_env.seed(2 * self.seed)
         self.test_env.seed(2 * self.seed + 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            train = [draw_trial(self.train_env) for _ in range(self.train_size)]
-            seen = {trial[0].tobytes() for trial in train}
-            test: list[tuple] = []
-            for _ in range(MAX_REDRAWS * self.test_size):
-                trial = draw_trial(self.test_env)
-                if trial[0].tobytes() not in seen:
-                    test.append(trial)
-                    if len(test) == self.test_size:
-                        return train, test
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                train_rng, test_rng = (np.random.default_rng([self.seed, k]) for k in (0, 1))
+                train = [draw_trial(self.train_env, self.noise, train_rng) for _ in range(self.train_size)]
+                seen = {fingerprint(trial[0]) for trial in train}
+                test: list[tuple] = []
+                for _ in range(MAX_REDRAWS * self.test_size):
+                    trial = draw_trial(self.test_env, self.test_noise, test_rng)
+                    if fingerprint(trial[0]) not in seen:
+                        test.append(trial)
+                        if len(test) == self.test_size:
+                            return train, test
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(f"task.env={self.env_id} cannot draw trials with task.kwargs={self.kwargs} "
+                             f"(test: {self.test_kwargs}): {reason}") from None
         raise ValueError(f"task.env={self.env_id} with these kwargs has too few distinct trials ({len(seen)} in "
                          f"{self.train_size} training draws): fewer than {self.test_size} test trials unseen in "
-                         f"training; lower task.test_size or add input noise if the env takes it (e.g. sigma)")
+                         f"training; add input noise (task.noise=0.1) or lower task.test_size")
 
     def make_sets(self) -> tuple[TrialSet, TrialSet]:
         return self.sets

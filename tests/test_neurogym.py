@@ -85,9 +85,20 @@ def test_same_seed_same_trials_other_seed_other_trials_and_a_disjoint_test_set(d
 
 
 def test_a_noise_free_task_with_too_few_distinct_trials_is_refused_in_one_line():
-    with pytest.raises(ValueError, match="too few distinct trials") as info:
+    with pytest.raises(ValueError, match="too few distinct trials.*task.noise") as info:
         NeurogymDataModule(env="GoNogo-v0", **SMALL)
     assert "\n" not in str(info.value)
+
+
+def test_task_noise_makes_a_noise_free_task_usable_with_its_own_test_level():
+    """GoNogo has 2 distinct trials; task.noise / task.test_noise add N(0, s^2) to every input step."""
+    dm = neurogym_dm(env="GoNogo-v0", noise=0.2, test_noise=0.5, train_size=256, test_size=256)
+    train_clean = torch.stack([torch.from_numpy(ob) for ob, _, _ in reference_trials("GoNogo-v0", 0, 256)])
+    test_clean = torch.stack([torch.from_numpy(ob) for ob, _, _ in reference_trials("GoNogo-v0", 1, 256)])
+    assert (dm.train_set.x - train_clean).std().item() == pytest.approx(0.2, rel=0.05)
+    assert (dm.test_set.x - test_clean).std().item() == pytest.approx(0.5, rel=0.05)
+    train = {row.numpy().tobytes() for row in dm.train_set.x}
+    assert not any(row.numpy().tobytes() in train for row in dm.test_set.x)
 
 
 def test_test_kwargs_change_only_the_test_trials():
