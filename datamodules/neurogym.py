@@ -43,10 +43,13 @@ MAX_REDRAWS = 10  # test draws per requested test trial before a too-small task 
 
 def _neurogym():
     """Import neurogym with its warnings and loguru log lines silenced (they say nothing about the run)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import neurogym
-        from loguru import logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import neurogym
+            from loguru import logger
+    except ImportError as err:
+        raise ValueError(f"task=neurogym needs the neurogym package (pip install -r requirements.txt): {err}") from None
     logger.disable("neurogym")
     return neurogym
 
