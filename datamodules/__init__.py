@@ -1,11 +1,12 @@
 """Tasks found by short name (`task=dms`): one LightningDataModule per task."""
 from datamodules.base import TrialDataModule, TrialSet
 from datamodules.dms import DMSDataModule
+from datamodules.neurogym import NeurogymDataModule
 from datamodules.pattern import PatternDataModule
 from datamodules.seqmnist import SeqMNISTDataModule
 
-TASKS: dict[str, type[TrialDataModule]] = {"dms": DMSDataModule, "pattern": PatternDataModule,
-                                            "seqmnist": SeqMNISTDataModule}
+TASKS: dict[str, type[TrialDataModule]] = {"dms": DMSDataModule, "neurogym": NeurogymDataModule,
+                                            "pattern": PatternDataModule, "seqmnist": SeqMNISTDataModule}
 
 
 def build_datamodule(name: str, **params) -> TrialDataModule:
