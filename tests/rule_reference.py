@@ -208,3 +208,44 @@ def rule_gradients(rule: str, params: dict, x, target, mask, *, alpha: float, ac
         out.pop("b")
     reg = 0.5 * l2 * sum((params[k] ** 2).sum() for k in ("W_x", "W_h", "W_out"))
     return data_loss + reg, out, fw["y"]
+
+
+def rtrl_grads(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float) -> dict:
+    """Exact gradients for the effective W_h, W_x and b by forward-mode influence (RTRL), one trial and one
+    weight at a time:  dh_t/dW[p, q] = (1 - a) dh_{t-1}/dW + a (W_h (psi_{t-1} * dh_{t-1}/dW) + e_p pre_{t,q}),
+    grad W[p, q] = sum_{b, t} (W_out^T delta_t * psi_t) . dh_t/dW[p, q]."""
+    B, T, N = fw["r"].shape
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    out = {}
+    for name, pre in (("W_h", r_prev), ("W_x", x), ("b", np.ones((B, T, 1)))):
+        g = np.zeros((N, pre.shape[-1]))
+        for bb in range(B):
+            for pp in range(N):
+                for qq in range(pre.shape[-1]):
+                    m = np.zeros(N)                        # dh_t / dW[pp, qq]
+                    for t in range(T):
+                        carried = p["W_h"] @ (fw["psi"][bb, t - 1] * m) if t > 0 else np.zeros(N)
+                        immediate = np.zeros(N)
+                        immediate[pp] = pre[bb, t, qq]
+                        m = (1.0 - alpha) * m + alpha * (carried + immediate)
+                        g[pp, qq] += (delta[bb, t] @ p["W_out"] * fw["psi"][bb, t]) @ m
+        out[name] = g[:, 0] if name == "b" else g
+    return out
+
+
+def rtrl_rule_gradients(params: dict, x, target, mask, *, alpha: float, activation: str, loss: str,
+                        l2: float = 0.0, dale_sign=None, drive_noise=None) -> tuple[float, dict, np.ndarray]:
+    """As rule_gradients, for RTRL (forward-mode influence): (objective, {param name: update}, y_hat)."""
+    p = dict(params)
+    p["W_h"] = effective_recurrent(params["W_h"], dale_sign)
+    fw = forward(p, x, alpha, activation, drive_noise)
+    data_loss, delta = loss_and_delta(loss, fw["y"], target, mask)
+    g = rtrl_grads(p, x, fw, delta, alpha)
+    g.update(readout_grads(fw, delta))
+    out = param_grads(g, params["W_h"], dale_sign)
+    for k in ("W_x", "W_h", "W_out"):
+        out[k] = out[k] + l2 * params[k]
+    if params.get("b") is None:
+        out.pop("b")
+    reg = 0.5 * l2 * sum((params[k] ** 2).sum() for k in ("W_x", "W_h", "W_out"))
+    return data_loss + reg, out, fw["y"]
