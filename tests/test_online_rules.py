@@ -210,8 +210,8 @@ def test_stochastic_draws_are_keyed_by_seed_and_step(rule_name):
 
 # ----- end to end --------------------------------------------------------------------------------------------
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=8", "eval_every=4",
-         "checkpoint_every=0", "task.train_size=32", "task.test_size=32", "task.batch_size=8",
-         "model.hidden_size=8", "curvature.batch_size=8", "curvature.every_n_steps=4",
+         "checkpoint_every=0", "task.train_size=32", "task.test_size=32", "task.batch_size=16",
+         "model.hidden_size=16", "curvature.batch_size=16", "curvature.every_n_steps=4",
          "alignment.every_n_steps=2", "model.noise_std=0.1"]
 
 
