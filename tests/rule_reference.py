@@ -249,3 +249,30 @@ def rtrl_rule_gradients(params: dict, x, target, mask, *, alpha: float, activati
         out.pop("b")
     reg = 0.5 * l2 * sum((params[k] ** 2).sum() for k in ("W_x", "W_h", "W_out"))
     return data_loss + reg, out, fw["y"]
+
+
+def uoro_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, signs: np.ndarray,
+                   eps: float = 1e-7) -> np.ndarray:
+    """UORO (Tallec & Ollivier 2018) written out step by step for the effective W_h, W_x and b stacked per
+    unit as theta (N, N + N_in + 1), one estimate per trial (B, N, N + N_in + 1), for given signs (B, T, N):
+        F_t = a nu_t pre_t^T,  rho0 = sqrt((|theta| + eps) / (|J s| + eps)),  rho1 = sqrt((|F_t| + eps) / (|nu| + eps))
+        s <- rho0 J s + rho1 nu,  theta <- theta / rho0 + F_t / rho1,  estimate += (c_t . s) theta
+    with J s = (1 - a) s + a W_h (psi_{t-1} s) and c_t = psi_t W_out^T delta_t."""
+    B, T, N = fw["r"].shape
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    pre = np.concatenate([r_prev, x, np.ones((B, T, 1))], axis=-1)
+    out = np.zeros((B, N, pre.shape[-1]))
+    for bb in range(B):
+        s = np.zeros(N)
+        theta = np.zeros((N, pre.shape[-1]))
+        for t in range(T):
+            nu = signs[bb, t]
+            js = (1.0 - alpha) * s + alpha * p["W_h"] @ (fw["psi"][bb, t - 1] * s) if t > 0 else s
+            f = alpha * np.outer(nu, pre[bb, t])
+            rho0 = np.sqrt((np.linalg.norm(theta) + eps) / (np.linalg.norm(js) + eps))
+            rho1 = np.sqrt((np.linalg.norm(f) + eps) / (np.linalg.norm(nu) + eps))
+            s = rho0 * js + rho1 * nu
+            theta = theta / rho0 + f / rho1
+            c = fw["psi"][bb, t] * (delta[bb, t] @ p["W_out"])
+            out[bb] += (c @ s) * theta
+    return out

@@ -19,7 +19,7 @@ from modules.rnn import RateRNN
 from modules.rules import build_rule
 from modules.rules.node_perturbation import perturbation_estimates
 from modules.rules.rtrl import presynaptic, readout_part, rollout, rtrl_gradient, slopes
-from modules.rules.uoro import uoro_estimates
+from modules.rules.uoro import draw_signs, uoro_estimates
 
 N_IN, N, N_OUT, B, T = 3, 5, 2, 2, 6
 PARAMS = ("W_h", "W_x", "b")
@@ -90,6 +90,26 @@ def test_rtrl_refuses_a_large_network_before_allocating():
     build_rule("rtrl", RateRNN(3, 16, 2), batch_size=64)  # small: fine
 
 
+@pytest.mark.parametrize("activation,alpha,dale", [("tanh", 0.3, False), ("relu", 1.0, True)])
+def test_uoro_equals_the_step_by_step_reference(activation, alpha, dale):
+    """The rule's closed form (theta never materialised per step) against the recursion written out."""
+    net, batch, objective = make_net(activation, alpha, dale=dale), make_batch("mse"), Objective("mse")
+    x = batch[0]
+    with torch.no_grad():
+        h, r = rollout(net, x)
+    psi = slopes(net, h)
+    _, _, d_r = readout_part(net, r, batch, objective)
+    signs = draw_signs((B, T, N), torch.Generator().manual_seed(4), r)
+    got = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs)
+    p = {k: getattr(net, k).detach().numpy() for k in ("W_x", "W_out", "b_out")}
+    p["W_h"] = net.recurrent_weight().detach().numpy()
+    fw = {"r": r.numpy(), "psi": psi.numpy()}
+    y_hat = net.readout(r).detach().requires_grad_(True)
+    (delta,) = torch.autograd.grad(objective.data_loss(y_hat, batch[1], batch[2]), y_hat)
+    want = ref.uoro_estimates(p, x.numpy(), fw, delta.numpy(), alpha, signs.numpy())
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
+
+
 # ----- unbiasedness: mean of K estimates vs the exact gradient -------------------------------------------------
 def setup_exact(activation="tanh", loss="ce"):
     net, batch, objective = make_net(activation), make_batch(loss), Objective(loss)
@@ -133,8 +153,9 @@ def test_uoro_mean_converges_to_the_gradient_at_the_rate_of_its_variance():
     h, r = rollout(net, x)
     psi = slopes(net, h)
     _, _, d_r = readout_part(net, r, batch, objective)
+    signs = draw_signs((k * B, T, N), torch.Generator().manual_seed(5), r)
     per_trial = uoro_estimates(net, replicate(r, k), replicate(psi, k), replicate(presynaptic(net, r, x), k),
-                               replicate(psi * d_r, k), torch.Generator().manual_seed(5))
+                               replicate(psi * d_r, k), signs)
     samples = flat(per_trial.reshape(k, B, N, -1).sum(1))
     assert_unbiased(samples, exact, eprop)
 

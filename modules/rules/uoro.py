@@ -28,24 +28,51 @@ from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_
 
 @torch.no_grad()
 def uoro_estimates(net, r: torch.Tensor, psi: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
-                   generator: torch.Generator, eps: float = 1e-7) -> torch.Tensor:
-    """One UORO estimate per trial, (B, N, Z); r, psi, c (B, T, N), z (B, T, Z) as in rtrl_gradient."""
+                   signs: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """One UORO estimate per trial, (B, N, Z); r, psi, c, signs (+-1) (B, T, N), z (B, T, Z) as in rtrl_gradient.
+
+    theta_t is never built step by step (that costs B N Z per step): with P_t = rho0_1 ... rho0_t it is
+    theta_t = sum_{k<=t} (P_k / P_t) F_k / rho1_k, so the estimate is sum_k coef_k nu_k z_k^T with
+    coef_k = (a / rho1_k) sum_{t>=k} (c_t . s_t) P_k / P_t, one batched product at the end; |theta_t| (for
+    rho0) follows from |theta_t|^2 = |theta_{t-1}|^2 / rho0^2 + 2 <theta_{t-1}, F_t> / (rho0 rho1) + |F_t|^2 / rho1^2,
+    where <theta_{t-1}, nu_t z_t^T> needs only the dot products nu_t . nu_k and z_t . z_k.
+    """
     alpha = net.alpha
     w_h = net.recurrent_weight()
     b, t_len, n = r.shape
+    gram_z = z @ z.transpose(1, 2)                          # (B, T, T): z_t . z_k
     s = r.new_zeros(b, n)
-    theta = r.new_zeros(b, n, z.shape[-1])
-    out = torch.zeros_like(theta)
+    sq_theta = r.new_zeros(b)                               # |theta_{t-1}|^2
+    log_p = r.new_zeros(b, t_len)                           # log P_t
+    inv_rho1 = r.new_zeros(b, t_len)
+    a = r.new_zeros(b, t_len)                               # c_t . s_t
     for t in range(t_len):
-        nu = torch.randint(0, 2, (b, n), generator=generator, device=r.device).to(r.dtype) * 2.0 - 1.0
+        nu = signs[:, t]
         js = (1.0 - alpha) * s + alpha * (psi[:, t - 1] * s) @ w_h.T if t > 0 else s
-        f = alpha * nu[:, :, None] * z[:, t, None, :]
-        rho0 = ((theta.flatten(1).norm(dim=1) + eps) / (js.norm(dim=1) + eps)).sqrt()
-        rho1 = ((f.flatten(1).norm(dim=1) + eps) / (nu.norm(dim=1) + eps)).sqrt()
+        f_norm = alpha * nu.norm(dim=1) * gram_z[:, t, t].sqrt()
+        rho0 = ((sq_theta.sqrt() + eps) / (js.norm(dim=1) + eps)).sqrt()
+        rho1 = ((f_norm + eps) / (nu.norm(dim=1) + eps)).sqrt()
+        log_p[:, t] = rho0.log() + (log_p[:, t - 1] if t > 0 else 0.0)
+        inv_rho1[:, t] = 1.0 / rho1
+        if t > 0:  # <theta_{t-1}, F_t> = a^2 sum_{k<t} (P_k / P_{t-1}) / rho1_k (nu_t . nu_k)(z_t . z_k)
+            nu_dots = torch.einsum("bn,bkn->bk", nu, signs[:, :t])
+            weights = (log_p[:, :t] - log_p[:, t - 1, None]).exp() * inv_rho1[:, :t]
+            cross = alpha ** 2 * (weights * nu_dots * gram_z[:, t, :t]).sum(1)
+        else:
+            cross = torch.zeros_like(sq_theta)
+        sq_theta = (sq_theta / rho0 ** 2 + 2.0 * cross / (rho0 * rho1) + (f_norm / rho1) ** 2).clamp_min(0.0)
         s = rho0[:, None] * js + rho1[:, None] * nu
-        theta = theta / rho0[:, None, None] + f / rho1[:, None, None]
-        out += (c[:, t] * s).sum(1)[:, None, None] * theta
-    return out
+        a[:, t] = (c[:, t] * s).sum(1)
+    # coef_k = a / rho1_k sum_{t >= k} a_t P_k / P_t
+    later = torch.ones(t_len, t_len, dtype=torch.bool, device=r.device).triu()  # [k, t]: t >= k
+    ratio = (log_p[:, :, None] - log_p[:, None, :]).masked_fill(~later, float("-inf")).exp()
+    coef = alpha * inv_rho1 * (ratio * a[:, None, :]).sum(2)
+    return torch.einsum("bk,bkn,bkq->bnq", coef, signs, z)
+
+
+def draw_signs(shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Independent +-1 of `shape`, in like's dtype and device."""
+    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2.0 - 1.0
 
 
 @register
@@ -59,5 +86,6 @@ class UORO(StochasticRule):
         loss, y_hat, d_r = readout_part(net, r, batch, objective)
         psi = slopes(net, h)
         gen = generator if generator is not None else self.generator(x.device)
-        grad = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, gen).sum(0)
+        signs = draw_signs(r.shape, gen, r)
+        grad = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs).sum(0)
         return Estimate(with_estimate(net, loss, grad), loss.detach(), y_hat.detach())
