@@ -85,7 +85,8 @@ class StochasticRule(Rule):
         """A fresh generator for this call (training draw right after on_step, measurement draw otherwise)."""
         stream = 0 if self._training_call else 1
         self._training_call = False
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         key = np.random.SeedSequence([self.rule_seed, self.step + 1, rank, stream]).generate_state(2, np.uint32)
         return torch.Generator(device=device).manual_seed(int(key[0]) << 32 | int(key[1]))
 
