@@ -186,7 +186,8 @@ def test_node_perturbation_bias_shrinks_as_sigma_squared():
     zero = torch.zeros(k * B, T, N, dtype=torch.float64, requires_grad=True)
     _, r = rollout(net, big[0], perturbation=zero)
     (d_u,) = torch.autograd.grad(objective.data_loss(net.readout(r), big[1], big[2]), zero)
-    lin = ((d_u * xi).sum((1, 2))[:, None, None] * torch.einsum("btp,btq->bpq", xi, presynaptic(net, r.detach(), big[0])))
+    eligibility = torch.einsum("btp,btq->bpq", xi, presynaptic(net, r.detach(), big[0]))
+    lin = (d_u * xi).sum((1, 2))[:, None, None] * eligibility  # (dL/du . xi) sum_t xi_t z_t, per trial
     linear = flat(lin.reshape(k, B, N, -1).sum(1)) * k
     assert (linear.mean(0) - exact).norm() < 0.5 * exact.norm()  # the linearisation itself is unbiased
 
