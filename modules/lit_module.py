@@ -48,7 +48,7 @@ class RuleModule(pl.LightningModule):
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         noise = self.net.sample_noise(batch[0], self.noise_generator())
-        self.rule.set_step(self.global_step)
+        self.rule.on_step(self.global_step)  # step-dependent and stochastic rules key this step on it
         estimate = self.rule.surrogate(self.net, batch, self.objective, noise=noise)
         self.manual_backward(estimate.surrogate)
         self.check_finite(estimate.loss)

@@ -208,3 +208,71 @@ def rule_gradients(rule: str, params: dict, x, target, mask, *, alpha: float, ac
         out.pop("b")
     reg = 0.5 * l2 * sum((params[k] ** 2).sum() for k in ("W_x", "W_h", "W_out"))
     return data_loss + reg, out, fw["y"]
+
+
+def rtrl_grads(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float) -> dict:
+    """Exact gradients for the effective W_h, W_x and b by forward-mode influence (RTRL), one trial and one
+    weight at a time:  dh_t/dW[p, q] = (1 - a) dh_{t-1}/dW + a (W_h (psi_{t-1} * dh_{t-1}/dW) + e_p pre_{t,q}),
+    grad W[p, q] = sum_{b, t} (W_out^T delta_t * psi_t) . dh_t/dW[p, q]."""
+    B, T, N = fw["r"].shape
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    out = {}
+    for name, pre in (("W_h", r_prev), ("W_x", x), ("b", np.ones((B, T, 1)))):
+        g = np.zeros((N, pre.shape[-1]))
+        for bb in range(B):
+            for pp in range(N):
+                for qq in range(pre.shape[-1]):
+                    m = np.zeros(N)                        # dh_t / dW[pp, qq]
+                    for t in range(T):
+                        carried = p["W_h"] @ (fw["psi"][bb, t - 1] * m) if t > 0 else np.zeros(N)
+                        immediate = np.zeros(N)
+                        immediate[pp] = pre[bb, t, qq]
+                        m = (1.0 - alpha) * m + alpha * (carried + immediate)
+                        g[pp, qq] += (delta[bb, t] @ p["W_out"] * fw["psi"][bb, t]) @ m
+        out[name] = g[:, 0] if name == "b" else g
+    return out
+
+
+def rtrl_rule_gradients(params: dict, x, target, mask, *, alpha: float, activation: str, loss: str,
+                        l2: float = 0.0, dale_sign=None, drive_noise=None) -> tuple[float, dict, np.ndarray]:
+    """As rule_gradients, for RTRL (forward-mode influence): (objective, {param name: update}, y_hat)."""
+    p = dict(params)
+    p["W_h"] = effective_recurrent(params["W_h"], dale_sign)
+    fw = forward(p, x, alpha, activation, drive_noise)
+    data_loss, delta = loss_and_delta(loss, fw["y"], target, mask)
+    g = rtrl_grads(p, x, fw, delta, alpha)
+    g.update(readout_grads(fw, delta))
+    out = param_grads(g, params["W_h"], dale_sign)
+    for k in ("W_x", "W_h", "W_out"):
+        out[k] = out[k] + l2 * params[k]
+    if params.get("b") is None:
+        out.pop("b")
+    reg = 0.5 * l2 * sum((params[k] ** 2).sum() for k in ("W_x", "W_h", "W_out"))
+    return data_loss + reg, out, fw["y"]
+
+
+def uoro_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, signs: np.ndarray,
+                   eps: float = 1e-7) -> np.ndarray:
+    """UORO (Tallec & Ollivier 2018) written out step by step for the effective W_h, W_x and b stacked per
+    unit as theta (N, N + N_in + 1), one estimate per trial (B, N, N + N_in + 1), for given signs (B, T, N):
+        F_t = a nu_t pre_t^T,  rho0 = sqrt((|theta| + eps) / (|J s| + eps)),  rho1 = sqrt((|F_t| + eps) / (|nu| + eps))
+        s <- rho0 J s + rho1 nu,  theta <- theta / rho0 + F_t / rho1,  estimate += (c_t . s) theta
+    with J s = (1 - a) s + a W_h (psi_{t-1} s) and c_t = psi_t W_out^T delta_t."""
+    B, T, N = fw["r"].shape
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    pre = np.concatenate([r_prev, x, np.ones((B, T, 1))], axis=-1)
+    out = np.zeros((B, N, pre.shape[-1]))
+    for bb in range(B):
+        s = np.zeros(N)
+        theta = np.zeros((N, pre.shape[-1]))
+        for t in range(T):
+            nu = signs[bb, t]
+            js = (1.0 - alpha) * s + alpha * p["W_h"] @ (fw["psi"][bb, t - 1] * s) if t > 0 else s
+            f = alpha * np.outer(nu, pre[bb, t])
+            rho0 = np.sqrt((np.linalg.norm(theta) + eps) / (np.linalg.norm(js) + eps))
+            rho1 = np.sqrt((np.linalg.norm(f) + eps) / (np.linalg.norm(nu) + eps))
+            s = rho0 * js + rho1 * nu
+            theta = theta / rho0 + f / rho1
+            c = fw["psi"][bb, t] * (delta[bb, t] @ p["W_out"])
+            out[bb] += (c @ s) * theta
+    return out

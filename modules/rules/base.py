@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,15 +49,57 @@ class Rule(nn.Module):
         self.warnings: list[str] = []  # said once, in the log and in summary.json
 
     def set_step(self, step: int) -> None:
-        """The training step whose batch the next estimate is for (set by the training loop and by the
-        alignment measurement); only step-dependent rules (bptt_scaled following a rho history) read it."""
+        """The step whose batch the next estimate is for, set by a measurement (alignment) before it asks
+        for an estimate; only step-dependent rules (bptt_scaled following a rho history) read it."""
         self.step = int(step)
 
     def surrogate(self, net: RateRNN, batch: Batch, objective: Objective,
                   noise: torch.Tensor | None = None) -> Estimate:
         raise NotImplementedError
 
+    def on_step(self, step: int) -> None:
+        """Called by the training loop with the global step just before that step's `surrogate` (and only
+        there: measurements call `set_step`, which for a stochastic rule selects its measurement draw)."""
+        self.set_step(step)
+
     @staticmethod
     def objective_of(net: RateRNN, y_hat: torch.Tensor, batch: Batch, objective: Objective) -> torch.Tensor:
         _, y, mask = batch
         return objective(y_hat, y, mask, [net.W_x, net.W_h, net.W_out])
+
+
+class StochasticRule(Rule):
+    """A rule that draws random numbers (UORO's signs, node perturbation's noise).
+
+    Its draws are keyed, not streamed: the generator for a call is seeded from (rule seed, step, rank,
+    stream), where `step` is the one the training loop last announced with `on_step`. The training step's
+    call uses stream 0; any other call (a measurement, e.g. alignment's `surrogate`) uses stream 1 of the
+    latest announced step, so measurements get their own draw and never shift the training trajectory.
+    Resume is exact with nothing to replay: the rule seed (drawn once from the seeded global RNG at
+    construction, so fixed by `seed`) and the last step are saved in the checkpoint as extra state, and
+    the training loop announces the restored global step. Under DDP each rank draws its own noise.
+    """
+
+    def __init__(self, net: RateRNN):
+        super().__init__(net)
+        self.rule_seed = int(torch.randint(0, 2 ** 62, (1,)))  # global RNG, seeded by `seed` before the rule
+        self.step = -1
+        self._training_call = False
+
+    def on_step(self, step: int) -> None:
+        self.step, self._training_call = int(step), True
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A fresh generator for this call (training draw right after on_step, measurement draw otherwise)."""
+        stream = 0 if self._training_call else 1
+        self._training_call = False
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        key = np.random.SeedSequence([self.rule_seed, self.step + 1, rank, stream]).generate_state(2, np.uint32)
+        return torch.Generator(device=device).manual_seed(int(key[0]) << 32 | int(key[1]))
+
+    def get_extra_state(self) -> dict:
+        return {"rule_seed": self.rule_seed, "step": self.step}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.rule_seed, self.step = int(state["rule_seed"]), int(state["step"])
