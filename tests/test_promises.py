@@ -49,24 +49,6 @@ def clear_wandb_env(monkeypatch, home):
     monkeypatch.setenv("HOME", str(home))
 
 
-def test_unexpected_error_is_failed_and_the_automatic_wandb_run_offline_and_closed(tmp_path, monkeypatch):
-    """An error nobody anticipated: status failed (exit 1), the error in the record, and the wandb run
-    (offline: no WANDB_* variable, no credentials) closed so the next job of a sweep starts clean."""
-    import wandb
-    from modules.lit_module import RuleModule
-    clear_wandb_env(monkeypatch, tmp_path / "home")
-
-    def planted(self, batch, batch_idx):
-        raise RuntimeError("planted failure")
-    monkeypatch.setattr(RuleModule, "training_step", planted)
-    summary = train(compose_config(TINY + ["logger=wandb", "callbacks=none"]), tmp_path / "run")
-    assert summary["status"] == "failed" and STATUS_EXIT[summary["status"]] == 1
-    assert "RuntimeError: planted failure" in summary["error"]
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no credentials: wandb must run offline"
-    assert wandb.run is None, "the failed run left its wandb run open"
-
-
 # --- wandb: online when logged in, offline otherwise ------------------------------------------------------
 
 def test_wandb_auto_mode_is_offline_without_credentials_and_online_with_a_key(tmp_path, monkeypatch):
@@ -84,6 +66,24 @@ def test_wandb_auto_mode_is_offline_without_credentials_and_online_with_a_key(tm
     assert wandb_mode("auto") == "online"
     for explicit in ("online", "offline", "disabled"):  # logger.mode=... is obeyed as given
         assert wandb_mode(explicit) == explicit
+
+
+def test_unexpected_error_is_failed_and_the_automatic_wandb_run_offline_and_closed(tmp_path, monkeypatch):
+    """An error nobody anticipated: status failed (exit 1), the error in the record, and the wandb run
+    (offline: no WANDB_* variable, no credentials) closed so the next job of a sweep starts clean."""
+    import wandb
+    from modules.lit_module import RuleModule
+    clear_wandb_env(monkeypatch, tmp_path / "home")
+
+    def planted(self, batch, batch_idx):
+        raise RuntimeError("planted failure")
+    monkeypatch.setattr(RuleModule, "training_step", planted)
+    summary = train(compose_config(TINY + ["logger=wandb", "callbacks=none"]), tmp_path / "run")
+    assert summary["status"] == "failed" and STATUS_EXIT[summary["status"]] == 1
+    assert "RuntimeError: planted failure" in summary["error"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no credentials: wandb must run offline"
+    assert wandb.run is None, "the failed run left its wandb run open"
 
 
 # --- one tiny run with Dale's law, float64, step decay and logger=csv --------------------------------------
@@ -272,3 +272,20 @@ def test_report_theorem1_table_numbers(tmp_path):
     assert mean == pytest.approx(np.mean(finals), rel=1e-3)
     assert std == pytest.approx(np.std(finals, ddof=1), rel=1e-3)
     assert cells[3] == f"{sum(v < 1 for v in finals)}/3"
+
+
+# --- sweeps: a failing job never stops the others ----------------------------------------------------------
+
+def test_sweep_job_with_a_bad_config_is_recorded_and_the_others_run(tmp_path):
+    """train.py -m: a job whose config is refused gets a "failed" summary.json and the sweep goes on (exit 0).
+    With one joblib job the jobs run one after another in one process, so a job that exits ends the sweep."""
+    import subprocess
+    import sys
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "train.py", "-m", "hydra.launcher.n_jobs=1", *TINY, "callbacks=none",
+                             "trainer.max_steps=2", "optimizer.lr=-1,0.1", f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = sorted((json.loads(p.read_text()) for p in sweep.glob("*/summary.json")), key=lambda r: r["status"])
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "optimizer.lr=-1" in records[0]["error"]

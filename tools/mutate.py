@@ -66,11 +66,12 @@ def run_one(m: dict, timeout: float) -> tuple[str, float, str]:
     seconds = time.time() - start
     lines = [line for line in result.stdout.strip().splitlines() if line.strip()]
     tail = lines[-1] if lines else result.stderr.strip()[-200:]
+    failed = next((line for line in lines if line.startswith(("FAILED tests", "ERROR tests"))), None)
     if result.returncode == 0:
         return "SURVIVED", seconds, tail
     if result.returncode == 5:  # no tests collected: the test list is wrong, not a catch
         return "STALE", seconds, f"no tests collected: {tail}"
-    return "caught", seconds, tail
+    return "caught", seconds, (failed or tail)[:160]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         status, seconds, detail = outcome
         counts[status] += 1
         print(f"{status:8s} {m['name']:{width}s} {seconds:6.1f} s  {m['file']}: {m['why']}"
-              + (f"\n{'':9s}{detail}" if status != "caught" else ""), flush=True)
+              + f"\n{'':9s}{detail}", flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [(m, pool.submit(run_one, m, args.timeout)) for m in chosen]

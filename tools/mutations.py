@@ -32,6 +32,11 @@ MUTATIONS = [
              "rho_mean is not 1.0 for bptt without alignment", P),
     mutation("gap_acc_from_loss", "callbacks/run_record.py", '"gap_acc": "gap/acc"', '"gap_acc": "gap/loss"',
              "summary gap_acc is not train_acc - test_acc", P),
+    mutation("sweep_stops_on_bad_job", "train.py",
+             'if multirun:  # a bad job must not stop the sweep; its summary.json says "failed"\n            return "failed"',
+             'if multirun:  # a bad job must not stop the sweep; its summary.json says "failed"\n            sys.exit(EXIT_CONFIG)',
+             "a job with a bad config ends the whole sweep",
+             P + "::test_sweep_job_with_a_bad_config_is_recorded_and_the_others_run"),
     # --- loggers ----------------------------------------------------------------------------------------
     mutation("wandb_always_online", "rulescape/loggers.py",
              'return "online" if wandb_logged_in() else "offline"', 'return "online"',
