@@ -10,9 +10,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("WANDB_MODE", "offline")  # tests never touch the network
-os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(request, monkeypatch):
+    """Tests never touch the network: WANDB_MODE=offline (and quiet) for every test, subprocesses included,
+    set per test instead of for the whole session, so that a test can take it away again and exercise the
+    automatic online/offline choice (tests/test_promises.py removes every WANDB_* variable)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
 
 
 def compose_config(overrides: list[str]):
