@@ -65,8 +65,8 @@ class ConsoleFilter(logging.Filter):
 
 
 def console_handlers(logger: logging.Logger) -> list[logging.Handler]:
-    return [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
-            and not isinstance(h, logging.FileHandler)]
+    """Plain stream handlers (Hydra's console, Lightning's own); not files, not pytest's capture."""
+    return [h for h in logger.handlers if type(h) is logging.StreamHandler]
 
 
 def add_console_filter(handler: logging.Handler) -> None:
@@ -80,7 +80,8 @@ def quiet_third_party() -> None:
         return
     root = logging.getLogger()
     consoles = console_handlers(root)
-    if not root.handlers:  # no Hydra logging: nothing keeps a log, so expected warnings go nowhere
+    keeps_log = any(isinstance(h, logging.FileHandler) for h in root.handlers)  # Hydra's train.log
+    if not keeps_log:  # no log file: the expected warnings go nowhere
         for message in EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
     else:
@@ -91,7 +92,7 @@ def quiet_third_party() -> None:
         add_console_filter(handler)
     for name in THIRD_PARTY_LOGGERS:
         logger = logging.getLogger(name)
-        if root.handlers:  # hand the records to the root's console (filtered) and file handlers
+        if keeps_log:  # hand the records to the root's console (filtered) and file handlers
             for handler in console_handlers(logger):
                 logger.removeHandler(handler)
             logger.propagate = True

@@ -77,3 +77,18 @@ def test_csv_logger_appends_on_resume_and_widens_its_header(tmp_path):
     assert columns["align/rho"] == [[10, 0.3], [20, 0.4]]
     CSVLogger(tmp_path)  # a fresh run in the same directory starts a new file
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_resumed_run_appends_each_measurement_once(tmp_path, monkeypatch):
+    import rulescape.run as run
+    from rulescape.loggers import build_loggers
+    first = train(compose_config([*TINY, "logger=csv", "trainer.max_steps=7"]), tmp_path)
+    assert first["status"] == "ok"
+    monkeypatch.setattr(run, "build_loggers", lambda *a, **k: build_loggers(*a, **{**k, "resume": True}))
+    resumed = train(compose_config([*TINY, "logger=csv", f"ckpt_path={tmp_path}/checkpoints/last.ckpt"]),
+                    tmp_path)
+    assert resumed["status"] == "ok" and resumed["steps"] == 12
+    columns = read_columns(tmp_path / "metrics.csv")
+    assert [s for s, _ in columns["train/acc"]] == [p[0] for p in resumed["history"]["train_acc"]]
+    assert [s for s, _ in columns["align/rho"]] == [p[0] for p in resumed["history"]["rho"]] == [0, 3, 6, 9]
+    assert [s for s, _ in columns["curvature/lambda_max"]] == [0, 4, 7, 8, 12]  # 7: the first run's end
