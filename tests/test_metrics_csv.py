@@ -92,3 +92,12 @@ def test_resumed_run_appends_each_measurement_once(tmp_path, monkeypatch):
     assert [s for s, _ in columns["train/acc"]] == [p[0] for p in resumed["history"]["train_acc"]]
     assert [s for s, _ in columns["align/rho"]] == [p[0] for p in resumed["history"]["rho"]] == [0, 3, 6, 9]
     assert [s for s, _ in columns["curvature/lambda_max"]] == [0, 4, 7, 8, 12]  # 7: the first run's end
+
+
+def test_wandb_run_id_is_kept_in_the_run_dir_for_a_resume(tmp_path):
+    from rulescape.loggers import sweep_group, wandb_run_id
+    first = wandb_run_id(tmp_path, resume=False)
+    assert len(first) == 8 and first.isalnum()
+    assert wandb_run_id(tmp_path, resume=True) == first  # a resume continues the same wandb run
+    assert wandb_run_id(tmp_path, resume=False) != first  # a new run in the same directory is a new run
+    assert sweep_group() is None  # no Hydra sweep here: no group unless logger.group sets one
