@@ -225,6 +225,7 @@ def main(argv=None) -> dict:
         results["cadence"].append(cadence_table(task, plain, repeats, tiny))
     extra = ["trainer.max_steps=20", "model.hidden_size=16"] if args.tiny else []
     results["default_run"] = default_run_wall(extra)
+    results["tiny"] = args.tiny
     print_tables(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -238,6 +239,10 @@ def machine() -> dict:
 
 def print_tables(results: dict) -> None:
     m = results["machine"]
+    smoke = ("SMOKE CHECK (--tiny): toy sizes and a few steps, so that bench.py cannot rot. These figures"
+             " (ms, errors, speed-ups, runs/hour) say nothing about speed or accuracy; run `python bench.py`.")
+    if results.get("tiny"):
+        print(f"\n{smoke}")
     print(f"\nmachine: {m['cpu_count']} CPUs, torch {m['torch']}, {m['threads']} thread(s), cuda: {m['cuda']}")
     print("\n| task | step | ms/step | x plain BPTT |\n|---|---|---:|---:|")
     for r in results["train_step"]:
@@ -259,6 +264,8 @@ def print_tables(results: dict) -> None:
     d = results["default_run"]
     print(f"\ndefault `python train.py rule=rflo task=dms`: {d['single_run_s']:.1f} s alone; 2 parallel jobs "
           f"{d['two_jobs_s']:.1f} s -> {d['runs_per_hour_2_jobs']:.0f} runs/hour")
+    if results.get("tiny"):
+        print(f"\n{smoke}")
 
 
 if __name__ == "__main__":

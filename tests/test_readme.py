@@ -1,0 +1,115 @@
+"""README's first steps run as written: every command line of the "Set up and run" block and of the
+"First five minutes" block, from a fresh copy of the repository (no outputs/, no multirun/), with tiny
+budgets. The venv's interpreter (this test's) stands in for `python` after `source .venv/bin/activate`;
+installing is not repeated here."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose_config
+from rulescape.cli import check_group_overrides, check_keys
+from rulescape.validate import validate
+
+# appended to every train.py command: the same code paths at a few steps
+TINY = ["trainer.max_steps=6", "eval_every=3", "checkpoint_every=0", "curvature.every_n_steps=3",
+        "alignment.every_n_steps=3"]
+SETUP = ("python3.11 -m venv .venv", "source .venv/bin/activate")
+
+
+def first_block(readme: str, heading: str) -> list[str]:
+    """The command lines of the first indented code block under `## heading` (comments stripped)."""
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines, started = [], False
+    for line in section.splitlines():
+        if line.startswith("    ") and line.strip():
+            started = True
+            lines.append(re.sub(r"\s+#\s.*$", "", line.strip()))
+        elif started and line.strip():
+            break
+    return lines
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The tracked files as they are now: what a clone of this tree would hold."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def to_argv(command: str) -> list[str]:
+    words = shlex.split(command)
+    for prefix in ("python", ".venv/bin/python"):
+        if words[0] == prefix:
+            words = [sys.executable, *words[1:]]
+            break
+    else:
+        raise AssertionError(f"README first-steps command not runnable as written after set-up: {command}")
+    if words[1] == "train.py":
+        words += TINY
+    return words
+
+
+def readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    commands = first_block(readme, "Set up and run") + first_block(readme, "First five minutes")
+    assert commands[:2] and commands[0].startswith(SETUP[0]) and commands[1] == SETUP[1], commands
+    assert any(" -m " in c and "train.py" in c for c in commands) and any("report.py" in c for c in commands)
+    return commands
+
+
+def test_readme_first_steps_are_runnable_commands_with_valid_configs():
+    """The cheap half (fast suite): each command is `python <script> …` and each train.py command line
+    passes train.py's checks and composes into a valid config (a sweep: each job's first value)."""
+    for command in readme_commands():
+        if command.startswith(SETUP):
+            continue
+        argv = to_argv(command)
+        script, args = argv[1], argv[2:]
+        assert (ROOT / script).is_file(), command
+        if script != "train.py":
+            continue
+        assert not (check_group_overrides(args) or check_keys(args)), command
+        overrides = [a.split(",")[0] if "-m" in args else a for a in args
+                     if a != "-m" and not a.startswith("hydra.")]
+        validate(compose_config(overrides))
+
+
+@pytest.mark.slow
+def test_readme_first_steps_run_as_written(tmp_path):
+    """Every first-steps command, run from a fresh copy (about 1 min of CPU: 7 interpreters start)."""
+    commands = readme_commands()
+    repo = fresh_copy(tmp_path / "clone")
+    assert (repo / "requirements.txt").is_file()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RULESCAPE_"))}
+    env.update(HOME=str(home), WANDB_MODE="disabled")  # the default logger, without the wandb service start-up
+    for command in commands:
+        if command.startswith(SETUP):
+            continue
+        proc = subprocess.run(to_argv(command), cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{command}\n{out}"
+        lines = [line for line in re.split(r"[\r\n]+", out) if line.strip()]
+        if "train.py" in command and " -m " not in command:
+            assert lines[-2].startswith("[ok] ") and lines[-1].strip().startswith("record: "), (command, lines[-3:])
+        elif " -m " in command:
+            jobs = [line for line in lines if line.startswith("[ok] ")]
+            assert len(jobs) == 4 and all(" record=" in line for line in jobs), out
+            assert "4 jobs: 4 ok" in out and "python report.py" in out, out
+        if "report.py" in command:
+            out_dir = shlex.split(command)[shlex.split(command).index("--out") + 1]
+            assert (repo / out_dir / "report.md").is_file()
