@@ -1,7 +1,9 @@
 """Theorem 1 of the reference, measured where it can be: at every curvature step k, from that step's
 lambda_1 and the mean rho of the alignment measurements since the previous curvature step.
 
-    theory/rho_window   = mean of align/rho over steps (k_prev, k]   (at the first curvature step: those <= k)
+    theory/rho_window   = mean of align/rho over steps [k_prev, k): the updates that led from the previous
+                          curvature point to this one (alignment at step s measures the update s -> s+1);
+                          at the first curvature step (k = 0, no update yet) the rho measured at step 0
     theory/stability    = |rho_window| eta lambda_1(k)      below 1 at a stable SGD fixed point (Theorem 1);
                           plain gradient descent's classical bound on eta lambda_1 is 2
     theory/lambda_bound = 1 / (|rho_window| eta)            eta = the learning rate at step k
@@ -20,8 +22,8 @@ LAMBDA_KEY, RHO_KEY = "curvature/lambda_max", "align/rho"
 
 
 def window_rho(rho_points: list, previous: int | None, step: int) -> float | None:
-    """Mean of the rho values measured at steps in (previous, step] (or <= step when previous is None)."""
-    values = [v for s, v in rho_points if (previous is None or s > previous) and s <= step]
+    """Mean of the rho values measured at steps in [previous, step) (at steps <= step when previous is None)."""
+    values = [v for s, v in rho_points if (s <= step if previous is None else previous <= s < step)]
     return sum(values) / len(values) if values else None
 
 

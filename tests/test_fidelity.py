@@ -123,20 +123,21 @@ def test_rho_from_glob_must_name_one_run(tmp_path):
 
 def test_theory_uses_the_lambda_of_its_own_step_and_the_rho_since_the_previous_one(tmp_path):
     """Recomputed from the run's own histories: at every curvature step k, stability = |mean rho over
-    (k_prev, k]| * lr * lambda_1(k), and nowhere else."""
+    [k_prev, k)| * lr * lambda_1(k), and nowhere else."""
     summary = train(compose_config(QUICK + ["rule=eprop"]), tmp_path)
     h = summary["history"]
     lam, rho, lr = h["lambda_max"], h["rho"], summary["lr"]
     assert [s for s, _ in h["theory_stability"]] == [s for s, _ in lam]
     previous = None
     for (step, stab), (_, lam_k), (_, bound) in zip(h["theory_stability"], lam, h["theory_lambda_bound"]):
-        window = [v for s, v in rho if (previous is None or s > previous) and s <= step]
+        window = [v for s, v in rho if (s <= step if previous is None else previous <= s < step)]
         assert window, step
         want = abs(sum(window) / len(window))
         assert stab == pytest.approx(want * lr * lam_k, rel=1e-12)
         assert bound == pytest.approx(1.0 / (want * lr), rel=1e-12)
         previous = step
-    assert window_rho([[0, 1.0], [5, 3.0], [10, 5.0]], 0, 10) == 4.0
+    assert window_rho([[0, 1.0], [5, 3.0], [10, 5.0]], 0, 10) == 2.0
+    assert window_rho([[0, 1.0], [5, 3.0]], None, 0) == 1.0
 
 
 def test_norm_ratio_is_recorded_beside_rho(tmp_path):

@@ -128,18 +128,19 @@ def test_dale_law_end_to_end_first_80_percent_excitatory(dale_run):
 
 
 def test_theorem1_uses_the_current_learning_rate_of_the_schedule(dale_run):
-    """theory/stability = |rho| eta lambda_1 with eta the scheduled lr (x 0.8 every step_size steps) and
-    lambda_1 the latest curvature measurement at or before the alignment step."""
+    """theory/stability = |mean rho since the previous curvature step| * eta * lambda_1, at each curvature
+    step ([previous, step): the updates between them), with eta the scheduled lr there (x 0.8 every step_size steps) and lambda_1 of that same step."""
     cfg, _, summary, _ = dale_run
     history = summary["history"]
-    rho = dict(map(tuple, history["rho"]))
-    lam = history["lambda_max"]
+    rho, lam = history["rho"], dict(map(tuple, history["lambda_max"]))
     stability = history["theory_stability"]
     assert len(stability) >= 3 and max(s for s, _ in stability) >= 2  # the lr has decayed twice
+    previous = None
     for step, value in stability:
-        lam_1 = [v for s, v in lam if s <= step][-1]
+        window = [v for s, v in rho if (s <= step if previous is None else previous <= s < step)]
         eta = 0.2 * 0.8 ** (step // cfg.scheduler.step_size)
-        assert value == pytest.approx(abs(rho[step]) * eta * lam_1, rel=1e-9), step
+        assert value == pytest.approx(abs(sum(window) / len(window)) * eta * lam[step], rel=1e-9), step
+        previous = step
 
 
 def test_record_gap_and_final_values(dale_run):
@@ -248,30 +249,34 @@ def write_record(root, seed: int, lr: float):
     steps = list(range(0, 501, 100))
     lam = [[s, float(10 + 5 * rng.random() + s / 50)] for s in steps]
     rho = [[s, float(0.2 + 0.1 * rng.random())] for s in steps]
+    # Theorem 1 at each curvature step k: |mean rho over [k_prev, k)| * eta * lambda_1(k)
+    theory = [[0, abs(rho[0][1]) * lr * lam[0][1]]] + [
+        [k, abs(rho[i - 1][1]) * lr * lam[i][1]] for i, k in enumerate(steps) if i > 0]
     record = {"status": "ok", "rule": "eprop", "task": "dms", "seed": seed, "steps": 500, "lr": lr,
               "train_acc": 0.9, "test_acc": 0.7, "gap_acc": 0.2, "train_loss": 0.3, "test_loss": 0.6,
               "gap_loss": 0.3, "lambda_max": lam[-1][1], "rho_mean": float(np.mean([v for _, v in rho])),
-              "history": {"lambda_max": lam, "rho": rho}, "error": None, "wall_time_s": 1.0, "versions": {},
+              "history": {"lambda_max": lam, "rho": rho, "theory_stability": theory}, "error": None, "wall_time_s": 1.0, "versions": {},
               "config": {"rule": {"name": "eprop"}, "optimizer": {"lr": lr}, "seed": seed,
                          "task": {"name": "dms"}}}
     (root / f"seed{seed}").mkdir(parents=True)
     (root / f"seed{seed}" / "summary.json").write_text(json.dumps(record))
-    # final |rho| eta lambda_1: the last rho step, with lambda measured at that very step
-    return abs(rho[-1][1]) * lr * lam[-1][1]
+    return theory[-1][1], [v for _, v in theory]
 
 
 def test_report_theorem1_table_numbers(tmp_path):
     import report
-    finals = [write_record(tmp_path / "sweep", seed, lr=0.05) for seed in range(3)]
+    written = [write_record(tmp_path / "sweep", seed, lr=0.05) for seed in range(3)]
+    finals, every = [f for f, _ in written], [v for _, values in written for v in values]
     assert report.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     row = next(line for line in text[text.index("### Theorem 1"):].splitlines() if line.startswith("| eprop"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     mean, std = (float(v) for v in cells[2].split(" ± "))
-    assert cells[1] == "3"
+    assert cells[1] == "3/3"
     assert mean == pytest.approx(np.mean(finals), rel=1e-3)
     assert std == pytest.approx(np.std(finals, ddof=1), rel=1e-3)
     assert cells[3] == f"{sum(v < 1 for v in finals)}/3"
+    assert cells[5].startswith(f"{sum(v < 1 for v in every)}/{len(every)}"), cells
 
 
 # --- sweeps: a failing job never stops the others ----------------------------------------------------------
