@@ -62,5 +62,8 @@ class MDGL(Rule):
             signal = delta[:, 1:] @ net.W_out                            # L_{t+1}, (B, T-1, N)
             a_type = (rate_derivative(net, r[:, 1:]) * signal) @ onehot  # sum of psi L per type
             c = net.alpha * (a_type @ means)                             # (B, T-1, K)
-        # <extra_t, r_t> = <c_t, r_t onehot>: its gradient w.r.t. r_t is exactly extra_t
-        return Estimate(loss + (c * (r[:, :-1] @ onehot)).sum(), loss, y_hat)
+            extra = r.new_zeros(r.shape)                                 # no extra term at t = T
+            extra[:, :-1] = c @ onehot.T                                 # extra_t = onehot c_t, (B, T-1, N)
+        # <extra_t, r_t>: its gradient w.r.t. r_t is exactly extra_t. A full-size elementwise product, so the
+        # backward pass is one multiply (no slice of r, no matmul through the type matrix in the graph).
+        return Estimate(loss + (extra * r).sum(), loss, y_hat)
