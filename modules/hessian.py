@@ -75,7 +75,9 @@ class HessianOperator:
         self.names = parameter_names(net, params)
         batch = prepare_batch(batch, net)
         module = _ObjectiveOf(net, objective, batch)
-        fixed = {f"net.{name}": p.detach() for name, p in net.named_parameters()}
+        # copies: the linearisation keeps these tensors, and an in-place change of the network's weights
+        # (an optimizer step, load_state_dict) must not reach an operator already built
+        fixed = {f"net.{name}": p.detach().clone() for name, p in net.named_parameters()}
         primals = {name: fixed[f"net.{name}"] for name in self.names}
         self.shapes = [p.shape for p in primals.values()]
         self.dim = sum(p.numel() for p in primals.values())

@@ -231,6 +231,16 @@ def test_warm_start_state_survives_a_checkpoint(tmp_path):
     assert resumed.product_counts == whole.product_counts
 
 
+def test_operator_does_not_see_later_inplace_changes_of_the_weights():
+    net, batch = tiny()
+    op = HessianOperator(net, Objective("ce", 0.01), batch, "recurrent")
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = op.matvec(v)
+    with torch.no_grad():
+        net.W_h.mul_(2.0)
+    assert torch.equal(op.matvec(v), before)
+
+
 def test_vmapped_products_equal_one_by_one():
     net, batch = tiny()
     op = HessianOperator(net, Objective("ce", 0.01), batch, "all")
