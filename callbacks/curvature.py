@@ -14,7 +14,7 @@ which cuts the Hessian-vector products per measurement; those vectors are callba
 checkpoint, so a measurement is a pure function of the weights and the checkpointed state and a resumed
 run equals an uninterrupted one. The first measurement (and every one with warm_start=false) starts from
 a random vector seeded with the run's seed; probes come from seeded generators. `product_counts` keeps
-[step, Hessian-vector products] of each Lanczos measurement (bench.py reads it). Nothing here changes
+[step, Hessian-vector products] of each Lanczos measurement (checkpointed; for inspection). Nothing here changes
 training: no .grad, no mode switch, no global RNG.
 """
 from __future__ import annotations
@@ -81,8 +81,8 @@ class Curvature(HistoryCallback):
                 self.ritz = result.vectors.detach().cpu()
             self.product_counts.append([int(trainer.global_step), result.iterations])
             if not result.converged:
-                log.warning("curvature at step %d: Lanczos stopped at max_iter=%d before tol=%g (residuals %s)",
-                            trainer.global_step, self.max_iter, self.tol, result.residuals.tolist())
+                log.warning("curvature at step %d: Lanczos stopped at max_iter=%d before tol=%g (error bounds %s)",
+                            trainer.global_step, self.max_iter, self.tol, result.errors.tolist())
             values = result.eigenvalues.tolist()
         else:
             values = pyhessian_eigenvalues(net, objective, data, self.params, self.k, self.tol,
