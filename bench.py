@@ -6,13 +6,21 @@
 
 On a machine with CUDA everything (runs, baseline, eigenvalues) goes to the GPU, timed with synchronisation.
 
-Measures, for the default dms and seqmnist sizes:
-  1. ms per training step of each rule through the LightningModule (Trainer loop included) vs a plain
-     hand-written PyTorch BPTT loop on the same network and batches (target: <= 1.3x);
-  2. ms per lambda_1 evaluation of the default curvature backend vs PyHessian, both checked against a
-     converged Lanczos reference to 1e-4 relative (target: >= 5x faster);
-  3. the default measurement cadence as a fraction of a default run's time (target: <= 25%);
-  4. wall time of the default `python train.py rule=rflo task=dms`, and runs per hour of a 2-job sweep.
+Measures, for the default dms, seqmnist and pattern sizes:
+  1. ms per training step of every registered rule (modules/rules: new rules are timed when they land;
+     one that cannot run at the bench size is skipped with the reason printed) through the
+     LightningModule (Trainer loop included) vs a plain hand-written PyTorch BPTT loop on the same network
+     and batches, median of interleaved repeats (target: <= 1.3x);
+  2. lambda_1 along a whole default run: the weights at every curvature measurement point of a default
+     run (step 0, every curvature.every_n_steps, the end), measured in order as the callback does (our
+     Lanczos, warm-started from the previous point, stopping at curvature.tol) and by PyHessian at the
+     loosest tolerance of 1e-4/1e-5/1e-6/1e-7 that brings every point within 1e-4; each value checked against
+     a converged cold Lanczos reference (tol 1e-10). Reports total ms, Hessian-vector products (ours
+     warm and cold), the worst relative error and the speed-up (target: >= 5x);
+  3. top-1 and top-3 at one point (after 200 steps), cold, both backends;
+  4. the default measurements as a share of a default run's time (target: <= 10%), lambda_1 costed at
+     the along-run mean;
+  5. wall time of the default `python train.py rule=rflo task=dms`, and runs per hour of a 2-job sweep.
 """
 from __future__ import annotations
 
@@ -36,13 +44,14 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from callbacks.alignment import gradients  # noqa: E402
 from callbacks.generalization import Generalization  # noqa: E402
-from modules.hessian import top_eigenvalues  # noqa: E402
+from modules.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues  # noqa: E402
 from modules.objective import Objective  # noqa: E402
+from modules.rules import RULES as RULE_REGISTRY  # noqa: E402
 from rulescape.quiet import quiet_third_party  # noqa: E402
 from rulescape.run import build_module, group_params  # noqa: E402
 from datamodules import build_datamodule  # noqa: E402
 
-RULES = ["bptt", "eprop", "rflo", "mdgl", "tbptt", "bptt_scaled"]
+RULES = sorted(RULE_REGISTRY)  # every registered rule, so that new ones are timed when they land
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 TRAINER = ["trainer=gpu"] if CUDA else []  # runs go where the benchmark's baseline goes
@@ -116,12 +125,22 @@ def train_step_table(task: str, steps: int, warmup: int, repeats: int, extra: li
     """Median over repeats, rules and the baseline interleaved so that drift hits all alike."""
     base = [f"task={task}", "logger=none", *extra]
     times: dict[str, list[float]] = {"plain": [], **{r: [] for r in RULES}}
+    skipped: dict[str, str] = {}
     for _ in range(repeats):
         times["plain"].append(plain_step_ms(base, steps, warmup))
         for rule in RULES:
-            times[rule].append(lightning_step_ms(base + [f"rule={rule}", *RULE_ARGS.get(rule, [])], steps, warmup))
+            if rule in skipped:
+                continue
+            try:
+                times[rule].append(lightning_step_ms(base + [f"rule={rule}", *RULE_ARGS.get(rule, [])], steps,
+                                                     warmup))
+            except Exception as error:  # noqa: BLE001 - a rule that cannot run here is reported, not fatal
+                skipped[rule] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                print(f"bench: skipping rule {rule} on {task}: {skipped[rule]}", flush=True)
+                times.pop(rule)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return [{"task": task, "what": k, "ms_per_step": med[k], "ratio_vs_plain": med[k] / med["plain"]} for k in med]
+    rows = [{"task": task, "what": k, "ms_per_step": med[k], "ratio_vs_plain": med[k] / med["plain"]} for k in med]
+    return rows + [{"task": task, "what": k, "skipped": why} for k, why in skipped.items()]
 
 
 def time_call(fn, repeats: int) -> tuple[float, object]:
@@ -163,7 +182,119 @@ def curvature_table(task: str, repeats: int, train_steps: int, extra: list[str])
             "top3_pyhessian_rel_err": rel3(top_p), "top3_speedup": ms_p3 / ms_l3}
 
 
-def cadence_table(task: str, step_ms: float, repeats: int, extra: list[str]) -> dict:
+class Snapshots(pl.Callback):
+    """Copies of the network's weights at every step where the curvature callback measures."""
+
+    def __init__(self, every: int, max_steps: int):
+        self.every, self.max_steps, self.states = every, max_steps, []
+
+    def keep(self, trainer, pl_module):
+        self.states.append((trainer.global_step, {k: v.detach().cpu().clone()
+                                                  for k, v in pl_module.net.state_dict().items()}))
+
+    def on_train_start(self, trainer, pl_module):
+        self.keep(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self.max_steps or (self.every and step % self.every == 0):
+            self.keep(trainer, pl_module)
+
+
+PYHESSIAN_TOLS = (1e-4, 1e-5, 1e-6, 1e-7)
+
+
+def curvature_along_run(task: str, repeats: int, extra: list[str]) -> dict:
+    """lambda_1 at every measurement point of a default run, ours (warm-started, in order) vs PyHessian,
+    each checked against a converged reference to 1e-4 relative (see the module docstring)."""
+    cfg, dm, module = setup([f"task={task}", "logger=none", *extra])
+    c, max_steps = cfg.curvature, cfg.trainer.max_steps
+    snaps = Snapshots(c.every_n_steps, max_steps)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_steps=max_steps, max_epochs=-1,
+                         callbacks=[snaps], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=dm)
+    net, objective = module.net.to(DEVICE), module.objective
+    batch = dm.curvature_batch(c.batch_size, cfg.seed)
+
+    def load(state):
+        with torch.no_grad():
+            net.load_state_dict(state)
+
+    reference, cold_products = [], []
+    for _, state in snaps.states:
+        load(state)
+        op = HessianOperator(net, objective, batch, c.params)
+        reference.append(float(lanczos_eigenvalues(op, 1, 1e-10, 300, seed=cfg.seed).eigenvalues[0]))
+        cold_products.append(lanczos_eigenvalues(op, 1, c.tol, c.max_iter, seed=cfg.seed).iterations)
+    rel = lambda values: [abs(v - r) / abs(r) for v, r in zip(values, reference)]  # noqa: E731
+
+    def ours():  # what the callback does along the run: each measurement warm-started from the previous one
+        ms, values, products, previous = [], [], [], None
+        for _, state in snaps.states:
+            load(state)
+            start = now()
+            op = HessianOperator(net, objective, batch, c.params)
+            result = lanczos_eigenvalues(op, 1, c.tol, c.max_iter, seed=cfg.seed, previous=previous, vectors=True)
+            previous = result.vectors.cpu()
+            ms.append(1000 * (now() - start))
+            values.append(float(result.eigenvalues[0]))
+            products.append(result.iterations)
+        return ms, values, products
+
+    def pyhessian(tol):
+        ms, values, products = [], [], []
+        for _, state in snaps.states:
+            load(state)
+            with counted_pyhessian_products() as count:
+                start = now()
+                values.append(top_eigenvalues(net, objective, batch, c.params, 1, tol, 1000, seed=cfg.seed,
+                                              backend="pyhessian")[0])
+                ms.append(1000 * (now() - start))
+            products.append(count[0])
+        return ms, values, products
+
+    runs = [ours() for _ in range(repeats)]
+    ours_ms = min(sum(r[0]) for r in runs)
+    ours_values, warm_products = runs[0][1], runs[0][2]
+    for tol in PYHESSIAN_TOLS:
+        pyh = [pyhessian(tol) for _ in range(repeats)]
+        pyh_values = pyh[0][1]
+        if max(rel(pyh_values)) < 1e-4:
+            break
+    pyh_ms, pyh_products = min(sum(r[0]) for r in pyh), pyh[0][2]
+    # the profile: one product and one linearisation (forward + backward keeping the graph), timed alone
+    load(snaps.states[-1][1])
+    build_ms, op = time_call(lambda: HessianOperator(net, objective, batch, c.params), max(repeats, 2))
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0)).to(DEVICE, op.dtype)
+    hvp_ms, _ = time_call(lambda: op.matvec(v), max(repeats, 2))
+    return {"task": task, "steps": [s for s, _ in snaps.states], "reference": reference,
+            "ours_ms": ours_ms, "ours_ms_each": ours_ms / len(reference), "ours_rel_err": max(rel(ours_values)),
+            "warm_products": warm_products, "cold_products": cold_products, "pyhessian_tol": tol,
+            "pyhessian_ms": pyh_ms, "pyhessian_rel_err": max(rel(pyh_values)), "pyhessian_products": pyh_products,
+            "speedup": pyh_ms / ours_ms, "linearise_ms": build_ms, "hvp_ms": hvp_ms}
+
+
+class counted_pyhessian_products:
+    """Counts pyhessian's Hessian-vector products inside the block (patches the name its solver calls)."""
+
+    def __enter__(self):
+        import pyhessian.hessian  # noqa: F401  (the package re-exports the class under the module's name)
+        module = sys.modules["pyhessian.hessian"]
+        self.module, self.original, self.count = module, module.hessian_vector_product, [0]
+
+        def counted(*args, **kwargs):
+            self.count[0] += 1
+            return self.original(*args, **kwargs)
+        module.hessian_vector_product = counted
+        return self.count
+
+    def __exit__(self, *exc):
+        self.module.hessian_vector_product = self.original
+
+
+def cadence_table(task: str, step_ms: float, repeats: int, extra: list[str], curvature_ms: float | None = None
+                  ) -> dict:
     """Cost of the default measurements over a default run, from their measured unit costs."""
     cfg, dm, module = setup([f"task={task}", "logger=none", *extra])
     net, objective = module.net.to(DEVICE), module.objective
@@ -174,7 +305,10 @@ def cadence_table(task: str, step_ms: float, repeats: int, extra: list[str]) -> 
     ms_eval, _ = time_call(lambda: gen.measure(Fake, module), repeats)
     batch = dm.curvature_batch(cfg.curvature.batch_size, cfg.seed)
     c = cfg.curvature
-    ms_curv, _ = time_call(lambda: top_eigenvalues(net, objective, batch, c.params, c.k, c.tol, c.max_iter), repeats)
+    if curvature_ms is None:  # a cold measurement; the along-run mean (warm-started) when given
+        curvature_ms, _ = time_call(lambda: top_eigenvalues(net, objective, batch, c.params, c.k, c.tol, c.max_iter),
+                                    repeats)
+    ms_curv = curvature_ms
     train_batch = dm.train_set.batch(slice(0, dm.batch_size))
     ms_align, _ = time_call(lambda: gradients(module, train_batch), repeats)
     steps = cfg.trainer.max_steps
@@ -209,20 +343,23 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke version (for the tests)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--tasks", nargs="+", default=["dms", "seqmnist"])
+    parser.add_argument("--tasks", nargs="+", default=["dms", "seqmnist", "pattern"])
     args = parser.parse_args(argv)
     quiet_third_party()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no per-Trainer banners in the table
     torch.set_num_threads(1)  # what a run uses (threads=1): one process per run is fastest here
     steps, warmup, repeats = (5, 2, 1) if args.tiny else (60, 10, 3)
-    results = {"machine": machine(), "train_step": [], "curvature": [], "cadence": []}
+    results = {"machine": machine(), "train_step": [], "along_run": [], "curvature": [], "cadence": []}
     for task in args.tasks:
         tiny = ["model.hidden_size=16", "task.train_size=64", "task.batch_size=16"] if args.tiny else []
         rows = train_step_table(task, steps, warmup, repeats, tiny)
         results["train_step"] += rows
+        short = ["trainer.max_steps=40", "curvature.every_n_steps=10"] if args.tiny else []
+        along = curvature_along_run(task, 1 if args.tiny else 2, tiny + short)
+        results["along_run"].append(along)
         results["curvature"].append(curvature_table(task, repeats, 0 if args.tiny else 200, tiny))
         plain = next(r["ms_per_step"] for r in rows if r["what"] == "plain")
-        results["cadence"].append(cadence_table(task, plain, repeats, tiny))
+        results["cadence"].append(cadence_table(task, plain, repeats, tiny, along["ours_ms_each"]))
     extra = ["trainer.max_steps=20", "model.hidden_size=16"] if args.tiny else []
     results["default_run"] = default_run_wall(extra)
     results["tiny"] = args.tiny
@@ -246,7 +383,19 @@ def print_tables(results: dict) -> None:
     print(f"\nmachine: {m['cpu_count']} CPUs, torch {m['torch']}, {m['threads']} thread(s), cuda: {m['cuda']}")
     print("\n| task | step | ms/step | x plain BPTT |\n|---|---|---:|---:|")
     for r in results["train_step"]:
-        print(f"| {r['task']} | {r['what']} | {r['ms_per_step']:.2f} | {r['ratio_vs_plain']:.2f} |")
+        if "skipped" in r:
+            print(f"| {r['task']} | {r['what']} | skipped: {r['skipped']} | |")
+        else:
+            print(f"| {r['task']} | {r['what']} | {r['ms_per_step']:.2f} | {r['ratio_vs_plain']:.2f} |")
+    print("\nlambda_1 along a default run (every measurement point, each checked against a converged reference):"
+          "\n| task | points (steps) | ours ms (max rel err) | ours HVPs warm / cold | PyHessian ms (tol, max rel err) "
+          "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms | 1 linearisation ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results["along_run"]:
+        print(f"| {r['task']} | {len(r['steps'])} ({r['steps'][0]}..{r['steps'][-1]}) | {r['ours_ms']:.0f} "
+              f"({r['ours_rel_err']:.1e}) | {sum(r['warm_products'])} / {sum(r['cold_products'])} | "
+              f"{r['pyhessian_ms']:.0f} ({r['pyhessian_tol']:.0e}, {r['pyhessian_rel_err']:.1e}) | "
+              f"{sum(r['pyhessian_products'])} | {sum(r['pyhessian_products']) / sum(r['warm_products']):.1f}x | "
+              f"{r['speedup']:.1f}x | {r['hvp_ms']:.1f} | {r['linearise_ms']:.1f} |")
     print("\n| task | eigenvalues | lambda_1 | lanczos ms (rel err) | pyhessian ms (rel err) | speed-up |"
           "\n|---|---|---:|---:|---:|---:|")
     for r in results["curvature"]:

@@ -7,9 +7,15 @@ curvature/trace (Hutchinson, trace_samples Rademacher probes); with `flatness`: 
 curvature/lambda_wnorm = lambda_max * ||W_h||_F^2 (scale-independent sharpness).
 
 The curvature batch is the first `batch_size` trials of a seeded permutation of the training set
-(datamodule.curvature_batch(batch_size, seed)), re-derived identically after a resume; Lanczos start
-vectors and probes come from generators seeded with the run's seed, so a measurement is a pure function of
-the weights. Nothing here changes training: no .grad, no mode switch, no global RNG.
+(datamodule.curvature_batch(batch_size, seed)), re-derived identically after a resume. Lanczos stops when
+each eigenvalue is within `tol` relative (modules/lanczos.py). With `warm_start` (default) each Lanczos
+run starts from the previous measurement's top-k Ritz vectors (plus a small seeded random direction),
+which cuts the Hessian-vector products per measurement; those vectors are callback state, saved in the
+checkpoint, so a measurement is a pure function of the weights and the checkpointed state and a resumed
+run equals an uninterrupted one. The first measurement (and every one with warm_start=false) starts from
+a random vector seeded with the run's seed; probes come from seeded generators. `product_counts` keeps
+[step, Hessian-vector products] of each Lanczos measurement (checkpointed; for inspection). Nothing here changes
+training: no .grad, no mode switch, no global RNG.
 """
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ class Curvature(HistoryCallback):
 
     def __init__(self, every_n_steps: int = 500, params: str = "recurrent", k: int = 1,
                  backend: str = "lanczos", batch_size: int = 256, tol: float = 1e-4, max_iter: int = 100,
-                 trace: bool = False, trace_samples: int = 20, flatness: bool = False, seed: int = 0):
+                 trace: bool = False, trace_samples: int = 20, flatness: bool = False, seed: int = 0,
+                 warm_start: bool = True):
         super().__init__()
         if params not in PARAM_SETS:
             raise ValueError(f"curvature.params={params!r}; choose one of: {', '.join(PARAM_SETS)}")
@@ -42,15 +49,18 @@ class Curvature(HistoryCallback):
         self.every_n_steps, self.params, self.k, self.backend = int(every_n_steps), params, int(k), backend
         self.batch_size, self.tol, self.max_iter = int(batch_size), float(tol), int(max_iter)
         self.trace, self.trace_samples, self.flatness = bool(trace), int(trace_samples), bool(flatness)
-        self.seed = int(seed)
+        self.seed, self.warm_start = int(seed), bool(warm_start)
         self._batch = None
+        self.ritz = None                      # (k, dim) unit Ritz vectors of the last measurement, on the CPU
+        self.product_counts: list[list[int]] = []
 
     @classmethod
     def from_config(cls, cfg) -> "Curvature":
         c = cfg.curvature
         return cls(every_n_steps=c.every_n_steps, params=c.params, k=c.k, backend=c.backend,
                    batch_size=c.batch_size, tol=c.tol, max_iter=c.max_iter, trace=c.trace,
-                   trace_samples=c.trace_samples, flatness=c.flatness, seed=cfg.seed)
+                   trace_samples=c.trace_samples, flatness=c.flatness, seed=cfg.seed,
+                   warm_start=c.get("warm_start", True))
 
     def curvature_batch(self, trainer):
         """The fixed curvature batch (drawn once; the datamodule's draw is seeded, so a resume gets the same)."""
@@ -64,10 +74,15 @@ class Curvature(HistoryCallback):
         op = None
         if self.backend == "lanczos":
             op = HessianOperator(net, objective, data, self.params)
-            result = lanczos_eigenvalues(op, self.k, self.tol, self.max_iter, seed=self.seed)
+            previous = self.ritz if self.warm_start else None
+            result = lanczos_eigenvalues(op, self.k, self.tol, self.max_iter, seed=self.seed, previous=previous,
+                                         vectors=self.warm_start)
+            if self.warm_start:
+                self.ritz = result.vectors.detach().cpu()
+            self.product_counts.append([int(trainer.global_step), result.iterations])
             if not result.converged:
-                log.warning("curvature at step %d: Lanczos stopped at max_iter=%d before tol=%g (residuals %s)",
-                            trainer.global_step, self.max_iter, self.tol, result.residuals.tolist())
+                log.warning("curvature at step %d: Lanczos stopped at max_iter=%d before tol=%g (error bounds %s)",
+                            trainer.global_step, self.max_iter, self.tol, result.errors.tolist())
             values = result.eigenvalues.tolist()
         else:
             values = pyhessian_eigenvalues(net, objective, data, self.params, self.k, self.tol,
@@ -87,3 +102,11 @@ class Curvature(HistoryCallback):
             out["curvature/rel_flatness"] = relative_flatness(op_h, net.W_h, probes)
             out["curvature/lambda_wnorm"] = values[0] * float(net.W_h.detach().pow(2).sum())
         return out
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"ritz": self.ritz, "product_counts": self.product_counts}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.ritz = state_dict.get("ritz")
+        self.product_counts = [list(p) for p in state_dict.get("product_counts", [])]

@@ -28,7 +28,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vjp
+from torch.func import functional_call, grad, vjp, vmap
 
 from modules.lanczos import LanczosResult, lanczos
 from modules.objective import Objective
@@ -64,15 +64,20 @@ class _ObjectiveOf(nn.Module):
 class HessianOperator:
     """H = d^2 objective / d theta^2 at the network's current weights, theta = the chosen parameters.
 
-    matvec(v): v flat (dim,) -> H v flat (dim,), on the parameters' device and dtype. The weights are
-    read (detached) when the operator is built; later changes to the network are not seen.
+    matvec(v): v flat (dim,) -> H v flat (dim,), on the parameters' device and dtype; matmat(V): rows
+    (m, dim) -> (m, dim), the m products in one vmapped call (one pass through the linearised graph with a
+    batch of cotangents instead of m Python-level passes). The weights are read (detached) when the
+    operator is built; later changes to the network are not seen. `products` counts Hessian-vector
+    products (a matmat of m rows counts m), the deterministic measure of cost.
     """
 
     def __init__(self, net: RateRNN, objective: Objective, batch: Batch, params: str = "recurrent"):
         self.names = parameter_names(net, params)
         batch = prepare_batch(batch, net)
         module = _ObjectiveOf(net, objective, batch)
-        fixed = {f"net.{name}": p.detach() for name, p in net.named_parameters()}
+        # copies: the linearisation keeps these tensors, and an in-place change of the network's weights
+        # (an optimizer step, load_state_dict) must not reach an operator already built
+        fixed = {f"net.{name}": p.detach().clone() for name, p in net.named_parameters()}
         primals = {name: fixed[f"net.{name}"] for name in self.names}
         self.shapes = [p.shape for p in primals.values()]
         self.dim = sum(p.numel() for p in primals.values())
@@ -84,6 +89,7 @@ class HessianOperator:
         # linearise the gradient function once; every HVP reuses vjp_fn (no forward pass repeated)
         gradient, self._vjp_fn = vjp(grad(loss), primals)
         self.gradient = self.flatten(gradient)
+        self.products = 0
 
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
@@ -97,8 +103,27 @@ class HessianOperator:
         return out
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.products += 1
         (hv,) = self._vjp_fn(self.unflatten(v))
         return self.flatten(hv)
+
+    def matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        """H applied to each row of vs (m, dim), vmapped over the stored vjp (falls back to a loop)."""
+        self.products += vs.shape[0]
+        try:
+            (hv,) = vmap(self._vjp_fn)(self._unflatten_rows(vs))
+        except RuntimeError:  # an op without a batching rule: the same products one by one
+            self.products -= vs.shape[0]
+            return torch.stack([self.matvec(v) for v in vs])
+        return torch.cat([hv[n].reshape(vs.shape[0], -1) for n in self.names], dim=1)
+
+    def _unflatten_rows(self, vs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            size = shape.numel()
+            out[name] = vs[:, start:start + size].reshape(vs.shape[0], *shape)
+            start += size
+        return out
 
 
 def random_start(dim: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
@@ -111,31 +136,71 @@ def rademacher(dim: int, generator: torch.Generator, dtype, device) -> torch.Ten
     return (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device, dtype)
 
 
+WARM_MIX = 1e-2  # weight of a fresh random direction added to a warm start (see warm_start)
+
+
+def warm_start(previous: torch.Tensor, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """A start vector from the previous measurement's unit Ritz vectors (k, dim): their sum plus WARM_MIX
+    times a seeded random unit vector, so that no direction is missing from the Krylov space even if the
+    old vectors were exactly orthogonal to a new top eigenvector."""
+    previous = previous.to(device, dtype)
+    fresh = random_start(previous.shape[1], generator, dtype, device)
+    start = previous.sum(0)
+    return start / start.norm() + WARM_MIX * fresh / fresh.norm()
+
+
 def lanczos_eigenvalues(op: HessianOperator, k: int = 1, tol: float = 1e-4, max_iter: int = 100,
-                        seed: int = 0) -> LanczosResult:
-    """The k largest algebraic eigenvalues of op's Hessian by Lanczos from a seeded random start."""
-    start = random_start(op.dim, torch.Generator().manual_seed(seed), op.dtype, op.device)
-    return lanczos(op.matvec, start, k=k, tol=tol, max_iter=max_iter)
+                        seed: int = 0, previous: torch.Tensor | None = None,
+                        vectors: bool = False) -> LanczosResult:
+    """The k largest algebraic eigenvalues of op's Hessian by Lanczos, each to relative accuracy tol,
+    from a seeded random start, or warm-started from `previous` unit Ritz vectors (k', dim) of an earlier
+    measurement. vectors=True also returns the Ritz vectors (to warm-start the next one)."""
+    generator = torch.Generator().manual_seed(seed)
+    if previous is not None and previous.shape[-1] == op.dim:
+        start = warm_start(previous, generator, op.dtype, op.device)
+    else:
+        start = random_start(op.dim, generator, op.dtype, op.device)
+    return lanczos(op.matvec, start, k=k, tol=tol, max_iter=max_iter, vectors=vectors)
+
+
+def _probe_batches(probes: Iterable[torch.Tensor], chunk: int):
+    batch = []
+    for v in probes:
+        batch.append(v)
+        if len(batch) == chunk:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+PROBE_CHUNK = 32  # probes per vmapped call (memory: chunk x the linearised graph's activations)
 
 
 def hutchinson_trace(op: HessianOperator, probes: Iterable[torch.Tensor]) -> float:
-    """mean over probes of v^T H v: tr(H) in expectation for Rademacher probes, exactly for a basis."""
-    values = [float(torch.dot(v, op.matvec(v))) for v in probes]
-    return sum(values) / len(values)
+    """mean over probes of v^T H v: tr(H) in expectation for Rademacher probes, exactly for a basis.
+    The products are taken PROBE_CHUNK at a time in one vmapped call."""
+    total, count = 0.0, 0
+    for vs in _probe_batches(probes, PROBE_CHUNK):
+        total += float((vs * op.matmat(vs)).sum())
+        count += vs.shape[0]
+    return total / count
 
 
 def relative_flatness(op: HessianOperator, w_h: torch.Tensor, probes: Iterable[torch.Tensor]) -> float:
     """kappa = sum_{s,s'} <w_s, w_s'> Tr(H_{s,s'}) for an operator on W_h alone (op.names == ["W_h"]),
     estimated as the mean over probes of <H v, A v> with A v = W_h W_h^T V (see the module docstring):
-    Rademacher probes give an unbiased estimate, basis_probes the exact value."""
+    Rademacher probes give an unbiased estimate, basis_probes the exact value. Products vmapped in chunks."""
     if op.names != ["W_h"]:
         raise ValueError("relative flatness needs the Hessian w.r.t. W_h alone (params='recurrent')")
     gram = w_h.detach() @ w_h.detach().T  # <w_s, w_s'>, (N, N)
-    values = []
-    for v in probes:
-        hv = op.matvec(v).view_as(gram)
-        values.append(float((hv * (gram @ v.view_as(gram))).sum()))
-    return sum(values) / len(values)
+    total, count = 0.0, 0
+    for vs in _probe_batches(probes, PROBE_CHUNK):
+        m = vs.shape[0]
+        hv = op.matmat(vs).view(m, *gram.shape)
+        total += float((hv * (gram @ vs.view(m, *gram.shape))).sum())
+        count += m
+    return total / count
 
 
 def rademacher_probes(op: HessianOperator, samples: int, generator: torch.Generator):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from modules.rules import RULES
 
 
 def test_bench_tiny_prints_every_table_and_writes_json(tmp_path):
@@ -11,12 +12,16 @@ def test_bench_tiny_prints_every_table_and_writes_json(tmp_path):
     result = subprocess.run([sys.executable, "bench.py", "--tiny", "--tasks", "dms", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for heading in ("x plain BPTT", "speed-up", "share", "runs/hour"):
+    for heading in ("x plain BPTT", "along a default run", "speed-up", "share", "runs/hour"):
         assert heading in result.stdout
     data = json.loads(out.read_text())
     steps = {row["what"]: row for row in data["train_step"]}
-    assert set(steps) == {"plain", "bptt", "eprop", "rflo", "mdgl", "tbptt", "bptt_scaled"}
-    assert all(row["ms_per_step"] > 0 for row in steps.values())
+    assert set(steps) == {"plain", *RULES}  # every registered rule is timed (or skipped with a reason)
+    assert all(row.get("ms_per_step", 0) > 0 or row["skipped"] for row in steps.values())
+    along = data["along_run"][0]
+    assert along["steps"] == [0, 10, 20, 30, 40]
+    assert along["ours_rel_err"] < 1e-4 and along["pyhessian_rel_err"] < 1e-4
+    assert len(along["warm_products"]) == len(along["cold_products"]) == 5
     curvature = data["curvature"][0]
     assert curvature["lanczos_rel_err"] < 1e-4 and curvature["pyhessian_rel_err"] < 1e-4
     assert 0 < data["cadence"][0]["fraction_of_run"] < 1

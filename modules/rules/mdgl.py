@@ -82,7 +82,10 @@ class MDGL(Rule):
             means, onehot = block_means(net.recurrent_weight().detach(), net.types, net.n_cell_types,
                                         net.no_autapse)
             signal = delta[:, 1:] @ net.W_out                            # L_{t+1}, (B, T-1, N)
-            a_type = (rate_derivative(net, r[:, 1:]) * signal) @ onehot  # sum of psi L per type
+            a_type = signal.mul_(rate_derivative(net, r[:, 1:])) @ onehot  # sum of psi L per type
             c = net.alpha * (a_type @ means)                             # (B, T-1, K)
-        # <extra_t, r_t> = <c_t, r_t onehot>: its gradient w.r.t. r_t is exactly extra_t
-        return Estimate(loss + (c * (r[:, :-1] @ onehot)).sum(), loss, y_hat)
+            # extra_t = onehot c_t, i.e. c_t[type of unit]: one gather to (B, T, N), zero at t = T
+            extra = torch.nn.functional.pad(c, (0, 0, 0, 1)).index_select(-1, net.types)
+        # <extra_t, r_t>: its gradient w.r.t. r_t is exactly extra_t. A full-size elementwise product, so the
+        # backward pass is one multiply (no slice of r, no matmul through the type matrix in the graph).
+        return Estimate(loss + (extra * r).sum(), loss, y_hat)
