@@ -12,14 +12,14 @@ from omegaconf import DictConfig
 
 from rulescape.cli import preflight
 from rulescape.errors import EXIT_CONFIG, ConfigError
-from rulescape.report_line import print_summary
-from rulescape.run import STATUS_EXIT, train
 
 log = logging.getLogger("rulescape")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
+    from rulescape.report_line import print_summary
+    from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:

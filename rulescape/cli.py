@@ -97,7 +97,19 @@ def compose_problem(overrides: list[str]):
             arg = text.split("'")[1]
             return (f"error: {arg}: a comma list sweeps only with -m (--multirun); for a list write "
                     "key=[a,b], for a string quote it"), None
-        return f"error: {one_line(text)}", None
+        return f"error: {bad_override(overrides) or one_line(text)}", None
+
+
+def bad_override(overrides: list[str]) -> str | None:
+    """'cannot read the override ...' for the first override the grammar rejects, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception as err:  # noqa: BLE001 - the grammar's error
+            return f"cannot read the override {override!r} ({one_line(str(err))})"
+    return None
 
 
 def run_dir_problem(hydra_cfg) -> str | None:
@@ -129,7 +141,7 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
         try:
             overrides = first_of_each_sweep(overrides)
         except Exception as err:  # noqa: BLE001 - a grammar error
-            return f"error: {one_line(str(err))}"
+            return f"error: {bad_override(overrides) or one_line(str(err))}"
     problem, composed = compose_problem(overrides)
     if problem:  # an unknown dotted key: name the keys its section has
         return (None if multirun else check_keys(argv)) or problem

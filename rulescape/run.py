@@ -121,7 +121,7 @@ def check_run_dir(out_dir: Path, ckpt_path: str | None) -> None:
         return
     status = read_status(out_dir / "summary.json")
     if last.exists() or status not in (None, "failed"):
-        held = f"a {status} run" if status else "a run's checkpoint"
+        held = f"a run with status {status!r}" if status else "a run's checkpoint"
         raise RunDirError(f"run directory {out_dir} already holds {held}; resume it with ckpt_path={last} "
                           "or choose another hydra.run.dir")
 

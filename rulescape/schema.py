@@ -5,8 +5,8 @@ rulescape/validate.py keeps the ranges and the cross-field rules.
 Open and closed groups:
 - Closed (an unknown key is refused): the top level, model, optimizer (per _target_), scheduler (per
   _target_), curvature, alignment, callbacks, logger; trainer accepts what pl.Trainer accepts.
-- rule and task are per-name dataclasses (RULE_SCHEMAS, TASK_SCHEMAS) whose declared keys are typed; their
-  other keys pass to the rule or datamodule, which refuses what it does not take (one line).
+- rule and task are per-name dataclasses (RULE_SCHEMAS, TASK_SCHEMAS); a rule or task without one is open
+  (its keys pass to the rule or datamodule, which refuses what it does not take, in one line).
 - A key that a YAML file under conf/ declares but no dataclass does yet is accepted untyped, so adding a key
   to a YAML never breaks a run. To type it, add one line to the group's dataclass:
       stop_at_train_acc: Optional[float] = None        # in RunConfig
@@ -265,15 +265,19 @@ def schema_for(plain: dict) -> DictConfig:
     optimizer, scheduler = plain.get("optimizer") or {}, plain.get("scheduler") or {}
     logger = plain.get("logger") or {}
     with open_dict(schema):
-        schema.rule = typed(RULE_SCHEMAS.get(rule.get("name"), RuleConfig), open_keys=True)
-        schema.task = typed(TASK_SCHEMAS.get(task.get("name"), TaskConfig), open_keys=True)
+        # a rule or task without a dataclass yet is open: its builder checks its keys
+        schema.rule = typed(RULE_SCHEMAS.get(rule.get("name"), RuleConfig),
+                            open_keys=rule.get("name") not in RULE_SCHEMAS)
+        schema.task = typed(TASK_SCHEMAS.get(task.get("name"), TaskConfig),
+                            open_keys=task.get("name") not in TASK_SCHEMAS)
         known = OPTIMIZER_SCHEMAS.get(optimizer.get("_target_"))
         schema.optimizer = typed(known) if known else OmegaConf.create({})  # unknown: its constructor checks
         known = SCHEDULER_SCHEMAS.get(scheduler.get("_target_"))
         schema.scheduler = typed(known) if known else OmegaConf.create({})
         schema.logger = typed(LOGGER_SCHEMAS.get(logger.get("name"), LoggerConfig))
     add_untyped(schema, yaml_keys(None) & set(plain))
-    for group in ("model", "curvature", "alignment", "callbacks"):
+    for group in ("model", "curvature", "alignment", "callbacks", "rule", "task", "optimizer", "scheduler",
+                  "logger"):
         add_untyped(schema[group], yaml_keys(group) & set(plain.get(group) or {}))
     given = set(plain.get("trainer") or {})
     add_untyped(schema.trainer, (yaml_keys("trainer") | trainer_arguments()) & given)

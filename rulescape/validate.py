@@ -7,7 +7,6 @@ import math
 import os
 from numbers import Integral, Real
 
-import torch
 from omegaconf import DictConfig, ListConfig
 
 from rulescape.errors import ConfigError
@@ -77,6 +76,7 @@ def validate(cfg: DictConfig) -> None:
         if lookup(cfg, f"optimizer.{key}") is not None:
             require_real(cfg, f"optimizer.{key}", 0.0)
     require_int(cfg, "trainer.max_steps", 1)
+    import torch
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA device is visible; "
                           "use trainer=cpu (or trainer=ddp trainer.accelerator=cpu trainer.strategy=ddp_spawn)")
