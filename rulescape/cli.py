@@ -4,6 +4,7 @@ single run) every value get one line instead of Hydra's multi-line error or a tr
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -122,8 +123,12 @@ def run_dir_problem(hydra_cfg) -> str | None:
     existing = run_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if existing.exists() and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        return f"error: hydra.run.dir={run_dir}: cannot create it ({existing} is not a writable directory)"
+    if not existing.is_dir():
+        return f"error: hydra.run.dir={run_dir}: cannot create it ({existing} is not a directory)"
+    try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
+        os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
+    except OSError as err:
+        return f"error: hydra.run.dir={run_dir}: cannot create it in {existing} ({err.strerror})"
     return None
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import time
+import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -177,6 +178,28 @@ def make_loggers(cfg: DictConfig, out_dir: Path, resume: bool) -> list:
     return build_loggers(cfg, out_dir, run_name(cfg))
 
 
+@contextlib.contextmanager
+def wandb_run_id(cfg: DictConfig, out_dir: Path):
+    """One wandb run per rulescape run: its id is kept in <run dir>/wandb_run_id, and a resume continues the
+    run of the checkpoint's directory (WANDB_RUN_ID, WANDB_RESUME=allow; online or offline)."""
+    if cfg.logger.name != "wandb":
+        yield
+        return
+    source = Path(cfg.ckpt_path).parent.parent / "wandb_run_id" if cfg.ckpt_path else None
+    run_id = source.read_text().strip() if source is not None and source.is_file() else uuid.uuid4().hex[:8]
+    (out_dir / "wandb_run_id").write_text(run_id + "\n")
+    saved = {k: os.environ.get(k) for k in ("WANDB_RUN_ID", "WANDB_RESUME")}
+    os.environ.update(WANDB_RUN_ID=run_id, WANDB_RESUME="allow")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
     ConfigError propagates (nothing ran; a "failed" summary names the error unless the directory held an
@@ -209,7 +232,10 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         if before_run and earlier_record and read_status(summary_path) != "failed":
             return  # a refused resume leaves the run's record as it was
         if not written_by_this_run():
-            write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
+            try:
+                write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
+            except OSError as err:  # a full disk: the previous file stays; say so in one line
+                log.error("could not write %s (%s)", summary_path, err.strerror or err)
 
     try:
         cfg = check_schema(cfg)
@@ -239,12 +265,16 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
 
     log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        with wandb_run_id(cfg, out_dir):
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
     except Diverged as err:
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
         how = read_status(summary_path) == "interrupted" and json.loads(summary_path.read_text()).get("error")
         log.warning("interrupted (%s); resume with:\n  %s", how or "interrupted", resume_command(out_dir))
+    except OSError as err:  # a full disk or a vanished directory: one line, no traceback
+        log.error("run failed: %s", err)
+        record_failure(f"{type(err).__name__}: {err}", before_run=False)
     except Exception as err:  # noqa: BLE001 - recorded as "failed"; a sweep goes on
         log.exception("run failed: %s", err)
         record_failure(f"{type(err).__name__}: {err}", before_run=False)
@@ -252,7 +282,11 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         close_loggers()
     if not written_by_this_run():
         record_failure("the run ended without a record (a worker process died?)", before_run=False)
-    summary = json.loads(summary_path.read_text())
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as err:  # the record could not be written: report it from memory
+        summary = build_summary("failed", config, {}, 0, time.time() - start,
+                                error=f"summary.json could not be written: {err}")
     log_to_file(f"[{summary['status']}] steps={summary['steps']} error={summary.get('error')} "
                 f"record={summary_path}")
     return summary
