@@ -210,9 +210,16 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"run directory {out_dir} cannot be created ({err.strerror})") from None
+    if launched_rank():  # a DDP worker that Lightning started as a copy of this command: rank 0 holds the lock
+        return train_locked(cfg, out_dir)
     with run_dir_lock(out_dir):
         check_run_dir(out_dir, OmegaConf.select(cfg, "ckpt_path", default=None))
         return train_locked(cfg, out_dir)
+
+
+def launched_rank() -> bool:
+    """True in a process Lightning launched for DDP ranks > 0 (strategy=ddp re-runs the command per rank)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
 
 
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
@@ -229,6 +236,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         return summary_path.exists() and summary_path.stat().st_mtime_ns != earlier_mtime
 
     def record_failure(error: str, before_run: bool) -> None:
+        if launched_rank():
+            return  # only rank 0 writes the record
         if before_run and earlier_record and read_status(summary_path) != "failed":
             return  # a refused resume leaves the run's record as it was
         if not written_by_this_run():

@@ -257,9 +257,14 @@ def interrupt_then_resume(tmp_path, monkeypatch, extra: list[str]) -> tuple[dict
     return part, resumed, run
 
 
-def test_resume_into_its_own_directory_keeps_wall_time_and_takes_allowed_overrides(tmp_path, monkeypatch):
-    part, resumed, _ = interrupt_then_resume(tmp_path, monkeypatch, [])
+def test_resume_into_its_own_directory_keeps_wall_time_and_prints_the_resume_command(tmp_path, monkeypatch,
+                                                                                     caplog):
+    part, resumed, run = interrupt_then_resume(tmp_path, monkeypatch, ["eval_every=2"])
     assert resumed["wall_time_s"] >= part["wall_time_s"]
+    assert resumed["config"]["eval_every"] == 2
+    message = next(r.getMessage() for r in caplog.records if "resume with" in r.getMessage())
+    assert part["error"] in message, "the message names the interruption as the record does"
+    assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in message and f"hydra.run.dir={run}" in message
 
 
 @pytest.mark.xfail(strict=True, reason="needs the appending CSV logger of rulescape/loggers.py "
