@@ -37,7 +37,7 @@ from rulescape.loggers import build_loggers, close_loggers
 from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
 from rulescape.schema import check_schema
-from rulescape.validate import validate, validate_with_data
+from rulescape.validate import settle, validate, validate_with_data
 
 log = logging.getLogger("rulescape")
 STATUS_EXIT = {"ok": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
@@ -249,6 +249,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     try:
         cfg = check_schema(cfg)
         validate(cfg)
+        for note in settle(cfg):
+            log.warning(note)
         config = OmegaConf.to_container(cfg, resolve=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

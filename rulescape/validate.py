@@ -105,9 +105,6 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg, "curvature.params", CURVATURE_PARAMS)
     require_int(cfg, "curvature.k", 1)
     require_int(cfg, "curvature.batch_size", 1)
-    if "curvature" in cfg.callbacks.enabled and cfg.curvature.batch_size > cfg.task.train_size:
-        raise ConfigError(f"curvature.batch_size={cfg.curvature.batch_size} is not allowed; it must be <= "
-                          f"task.train_size={cfg.task.train_size} (the curvature batch is drawn from the training set)")
     require_real(cfg, "curvature.tol", 0.0, low_open=True)
     require_int(cfg, "curvature.max_iter", cfg.curvature.k if isinstance(cfg.curvature.k, int) else 1)
     require_int(cfg, "curvature.trace_samples", 1)
@@ -166,6 +163,18 @@ def check_rho_from(run_dir: str) -> None:
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
         raise ConfigError(f"rule.rho_from={run_dir!r}: {path} has rho_mean={rho!r}, not a positive number "
                           "(was alignment measured in that run?)")
+
+
+def settle(cfg) -> list[str]:
+    """Values that take effect differently from what was asked, changed in cfg so that the record says what
+    was used; returns a line for each (logged). Today: a curvature batch larger than the training set is the
+    whole training set (task=pattern's 64 trials under the default 256)."""
+    notes = []
+    if cfg.curvature.batch_size > cfg.task.train_size:
+        notes.append(f"curvature.batch_size={cfg.curvature.batch_size} > task.train_size={cfg.task.train_size}: "
+                     f"using (and recording) {cfg.task.train_size}")
+        cfg.curvature.batch_size = cfg.task.train_size
+    return notes
 
 
 def validate_with_data(cfg, dm) -> None:

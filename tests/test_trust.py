@@ -92,7 +92,7 @@ BAD = [
     (["float64=maybe"], ["float64"]),
     (["model.dale=maybe"], ["model.dale"]),
     (["rule=bptt_scaled", "rule.rho=-3"], ["rule.rho"]),
-    (["curvature.batch_size=100"], ["curvature.batch_size=100", "task.train_size=64"]),
+    (["task.batch_size=32", "task.train_size=16"], ["task.batch_size=32", "task.train_size=16"]),
     (["task=pattern", "stop_at_test_acc=0.5"], ["stop_at_test_acc", "pattern"]),
     # errors that named neither key nor file
     (["rule=bptt_scaled", "rule.rho_from={base}/bad_rho"], ["rule.rho_from", "summary.json"]),
@@ -276,6 +276,11 @@ def test_metrics_csv_is_continuous_across_interrupt_and_resume(tmp_path, monkeyp
     steps = sorted({int(float(r["step"])) for r in rows if any("loss" in k and r[k] for k in r)})
     assert steps and steps[0] <= 1 and steps[-1] >= 5, steps
     assert any(s < 4 for s in steps) and any(s > 4 for s in steps), steps  # both parts are there
+
+
+def test_a_curvature_batch_larger_than_the_training_set_is_recorded_as_used(tmp_path):
+    summary = train(compose_config(QUICK + ["trainer.max_steps=1", "curvature.batch_size=100"]), tmp_path)
+    assert summary["status"] == "ok" and summary["config"]["curvature"]["batch_size"] == 64
 
 
 def test_failed_writes_leave_the_previous_good_file(tmp_path, monkeypatch):
