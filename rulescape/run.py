@@ -37,7 +37,7 @@ from rulescape.loggers import build_loggers, close_loggers
 from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
 from rulescape.schema import check_schema
-from rulescape.validate import settle, validate, validate_with_data
+from rulescape.validate import settle, validate
 
 log = logging.getLogger("rulescape")
 STATUS_EXIT = {"ok": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
@@ -257,7 +257,6 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         with building(f"task {cfg.task.name}"):
             dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
-        validate_with_data(cfg, dm)
         module = build_module(cfg, dm)
         check_checkpoint(cfg.ckpt_path, config)
         record = RunRecord(out_dir, config)

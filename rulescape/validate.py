@@ -111,6 +111,9 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "alignment.every_n_steps", 0)
     require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
     require_real(cfg, "clip_norm", 0.0, low_open=True, optional=True)
+    if cfg.stop_at_test_acc is not None and not getattr(TASKS[cfg.task.name], "has_accuracy", True):
+        raise ConfigError(f"stop_at_test_acc={cfg.stop_at_test_acc} is not allowed on task.name="
+                          f"{cfg.task.name!r}: a regression task has no accuracy")
     if cfg.stop_at_test_acc is not None and "generalization" not in cfg.callbacks.enabled:
         raise ConfigError("stop_at_test_acc needs the generalization measurement; add it to callbacks.enabled")
     if cfg.rule.name == "tbptt":
@@ -175,10 +178,3 @@ def settle(cfg) -> list[str]:
                      f"using (and recording) {cfg.task.train_size}")
         cfg.curvature.batch_size = cfg.task.train_size
     return notes
-
-
-def validate_with_data(cfg, dm) -> None:
-    """Checks that need the task's datamodule (its loss kind)."""
-    if cfg.stop_at_test_acc is not None and not getattr(dm, "has_accuracy", True):
-        raise ConfigError(f"stop_at_test_acc={cfg.stop_at_test_acc} is not allowed on task.name="
-                          f"{cfg.task.name!r}: a regression task has no accuracy")
