@@ -276,7 +276,7 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
     try:
         with wandb_run_id(cfg, out_dir):
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
