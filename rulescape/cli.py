@@ -132,6 +132,9 @@ def run_dir_problem(hydra_cfg) -> str | None:
     return None
 
 
+OTHER_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
 def preflight(argv: list[str], check_values: bool = True) -> str | None:
     """Everything about a command line that can be checked before Hydra creates a run directory: group
     options, keys, the override grammar, the run directory and (for a single run) every value. The error
@@ -141,7 +144,10 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem = check_group_overrides(argv)
     if problem:
         return problem
-    overrides = [a for a in argv if not a.startswith("-")]
+    if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
+        return None  # another primary config: Hydra checks it alone
+    # overrides only: not Hydra's flags, nor a flag's value (--cfg job, --info defaults)
+    overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     if multirun:
         try:
             overrides = first_of_each_sweep(overrides)
