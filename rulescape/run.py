@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import time
-import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -171,33 +170,13 @@ def log_to_file(message: str) -> None:
 
 
 def make_loggers(cfg: DictConfig, out_dir: Path, resume: bool) -> list:
-    """build_loggers with resume= where it takes it (appending metrics.csv, continuing the wandb run)."""
+    """build_loggers with resume= (appending metrics.csv, continuing the wandb run whose id the loggers keep in
+    <run dir>/wandb_run_id) where it takes it: rulescape/loggers.py gains it on the newcomer branch; this
+    shim can go once both are merged."""
     import inspect
     if "resume" in inspect.signature(build_loggers).parameters:
         return build_loggers(cfg, out_dir, run_name(cfg), resume=resume)
     return build_loggers(cfg, out_dir, run_name(cfg))
-
-
-@contextlib.contextmanager
-def wandb_run_id(cfg: DictConfig, out_dir: Path):
-    """One wandb run per rulescape run: its id is kept in <run dir>/wandb_run_id, and a resume continues the
-    run of the checkpoint's directory (WANDB_RUN_ID, WANDB_RESUME=allow; online or offline)."""
-    if cfg.logger.name != "wandb":
-        yield
-        return
-    source = Path(cfg.ckpt_path).parent.parent / "wandb_run_id" if cfg.ckpt_path else None
-    run_id = source.read_text().strip() if source is not None and source.is_file() else uuid.uuid4().hex[:8]
-    (out_dir / "wandb_run_id").write_text(run_id + "\n")
-    saved = {k: os.environ.get(k) for k in ("WANDB_RUN_ID", "WANDB_RESUME")}
-    os.environ.update(WANDB_RUN_ID=run_id, WANDB_RESUME="allow")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -275,8 +254,7 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
 
     log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
     try:
-        with wandb_run_id(cfg, out_dir):
-            trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
