@@ -227,15 +227,35 @@ class RunConfig:
 
 
 @lru_cache(maxsize=None)
+def declared_paths() -> frozenset:
+    """Every dotted key some YAML under conf/ sets: a group's options (conf/<group>/*.yaml) under the group's
+    name, config.yaml and `# @package _global_` presets (experiment, arm) from the top."""
+    paths: set = set()
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if key in ("defaults", "hydra"):
+                continue
+            paths.add(prefix + str(key))
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        text = path.read_text()
+        group = path.parent.relative_to(CONF_DIR).as_posix()
+        prefix = "" if group == "." or "@package _global_" in text else group.replace("/", ".") + "."
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if isinstance(node, dict):
+            walk(node, prefix)
+    return frozenset(paths)
+
+
 def yaml_keys(group: str | None) -> frozenset:
-    """Keys the YAML files declare: conf/config.yaml's own (group None) or any option of conf/<group>/."""
-    files = [CONF_DIR / "config.yaml"] if group is None else sorted((CONF_DIR / group).glob("*.yaml"))
-    keys: set = set()
-    for path in files:
-        node = OmegaConf.load(path)
-        if isinstance(node, DictConfig):
-            keys.update(k for k in node.keys() if k not in ("defaults", "hydra"))
-    return frozenset(keys)
+    """Keys the YAML files declare at the top level (group None) or in a group."""
+    if group is None:
+        return frozenset(p for p in declared_paths() if "." not in p)
+    return frozenset(p[len(group) + 1:] for p in declared_paths()
+                     if p.startswith(group + ".") and "." not in p[len(group) + 1:])
 
 
 def trainer_arguments() -> frozenset:
