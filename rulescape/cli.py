@@ -162,13 +162,25 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
             return problem
     if check_values and not multirun:
         from omegaconf import OmegaConf, open_dict
+        from rulescape.checkpoint import check_checkpoint
         from rulescape.errors import ConfigError
+        from rulescape.rundir import check_run_dir
         from rulescape.schema import check_schema
-        from rulescape.validate import validate
+        from rulescape.validate import settle, validate
+        try:
+            run_dir = OmegaConf.select(composed, "hydra.run.dir")
+        except Exception:  # noqa: BLE001 - resolved by Hydra's job only
+            run_dir = None
         with open_dict(composed):
             del composed["hydra"]
         try:
-            validate(check_schema(composed))
+            cfg = check_schema(composed)
+            validate(cfg)
+            settle(cfg)
+            # before Hydra writes <run dir>/.hydra: a finished run's directory and checkpoint stay as they were
+            if run_dir is not None and Path(run_dir).is_dir():
+                check_run_dir(Path(run_dir), cfg.ckpt_path)
+            check_checkpoint(cfg.ckpt_path, OmegaConf.to_container(cfg, resolve=True))
         except ConfigError as err:
             return f"error: {err}"
     return None

@@ -7,7 +7,6 @@ another run's record or checkpoint is refused unless this run resumes that very 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,10 +30,11 @@ from modules.objective import Objective
 from modules.rnn import RateRNN
 from modules.rules import build_rule
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
-                              ConfigError, RunDirError)
+                              ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
 from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
+from rulescape.rundir import check_run_dir, read_status, run_dir_lock
 from rulescape.schema import check_schema
 from rulescape.validate import settle, validate
 
@@ -101,49 +101,6 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
 
 def run_name(cfg: DictConfig) -> str:
     return f"{cfg.rule.name}-{cfg.task.name}-s{cfg.seed}"
-
-
-def read_status(summary_path: Path) -> str | None:
-    try:
-        status = json.loads(summary_path.read_text()).get("status")
-        return status if isinstance(status, str) else "unreadable"
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, AttributeError):
-        return "unreadable"
-
-
-def check_run_dir(out_dir: Path, ckpt_path: str | None) -> None:
-    """Refuse a directory that holds another run: a record other than a "failed before it ran" one, or a
-    checkpoint, unless this run resumes that very checkpoint."""
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is not None and Path(ckpt_path).resolve() == last.resolve():
-        return
-    status = read_status(out_dir / "summary.json")
-    if last.exists() or status not in (None, "failed"):
-        held = f"a run with status {status!r}" if status else "a run's checkpoint"
-        raise RunDirError(f"run directory {out_dir} already holds {held}; resume it with ckpt_path={last} "
-                          "or choose another hydra.run.dir")
-
-
-@contextlib.contextmanager
-def run_dir_lock(out_dir: Path):
-    """An exclusive lock on <run dir>/.lock for the run's lifetime (released by the OS if the process dies)."""
-    try:
-        handle = open(out_dir / ".lock", "a+")
-    except OSError as err:
-        raise RunDirError(f"run directory {out_dir} is not writable ({err.strerror})") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise RunDirError(f"run directory {out_dir} is in use by another live run; "
-                          "wait for it or choose another hydra.run.dir") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def resume_command(out_dir: Path) -> str:
