@@ -10,16 +10,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rulescape.cli import check_group_overrides, check_keys
+from rulescape.cli import preflight
 from rulescape.errors import EXIT_CONFIG, ConfigError
-from rulescape.report_line import print_summary
-from rulescape.run import STATUS_EXIT, train
 
 log = logging.getLogger("rulescape")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
+    from rulescape.report_line import print_summary
+    from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    problem = check_group_overrides(sys.argv[1:]) or check_keys(sys.argv[1:])
+    problem = preflight(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_CONFIG)

@@ -97,13 +97,39 @@ def find_summaries(dirs: list[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+# summary.json field -> the types it may have (None always allowed); a record with another type is unreadable
+FIELD_TYPES = {"status": (str,), "rule": (str,), "task": (str,), "error": (str,), "history": (dict,),
+               "config": (dict,), "versions": (dict,), "seed": (int,), "steps": (int,),
+               "lr": (int, float), "wall_time_s": (int, float), "rho_mean": (int, float),
+               "train_acc": (int, float), "test_acc": (int, float), "gap_acc": (int, float),
+               "train_loss": (int, float), "test_loss": (int, float), "gap_loss": (int, float),
+               "train_nmse": (int, float), "test_nmse": (int, float), "lambda_max": (int, float)}
+
+
+def malformed_field(summary: dict) -> str | None:
+    """The first field whose value has the wrong type, described, or None."""
+    for key, types in FIELD_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"field {key!r} is {type(value).__name__} {str(value)[:40]!r}, not {'/'.join(t.__name__ for t in types)}"
+    history = summary.get("history") or {}
+    for key, points in history.items():
+        if not isinstance(points, list):
+            return f"history[{key!r}] is not a list"
+    return None
+
+
 def read_run(path: Path) -> Run:
-    """A Run from one summary.json; a file that cannot be parsed becomes status "unreadable" (never dropped)."""
+    """A Run from one summary.json; a file that cannot be parsed, or whose fields have the wrong types,
+    becomes status "unreadable" (never dropped, never a traceback)."""
     try:
         summary = json.loads(Path(path).read_text())
         if not isinstance(summary, dict):
             raise ValueError("top level is not an object")
-    except (OSError, ValueError) as err:
+        problem = malformed_field(summary)
+        if problem:
+            raise ValueError(problem)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as err:
         return Run(path=str(path), summary={}, status="unreadable", error=f"{type(err).__name__}: {err}")
     return Run(path=str(path), summary=summary, status=str(summary.get("status") or "unknown"),
                error=summary.get("error"))

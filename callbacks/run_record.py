@@ -86,20 +86,39 @@ def build_summary(status: str, config: dict, history: dict, steps: int, wall_tim
 
 
 def write_summary(path: Path, summary: dict) -> None:
-    """Atomic write: a reader never sees half a file."""
+    """Atomic write: a reader never sees half a file, and a failed write (full disk) leaves the previous
+    file and no temporary one."""
     path = Path(path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(summary, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class RunRecord(pl.Callback):
-    """Collects every callback's `history` and writes summary.json (rank 0) when training ends or fails."""
+    """Collects every callback's `history` and writes summary.json (rank 0) when training ends or fails.
+    wall_time_s covers the whole run: the time before a resume travels in the checkpoint."""
 
     def __init__(self, out_dir: str | Path, config: dict):
         self.out_dir, self.config = Path(out_dir), config
         self.start = time.time()
+        self.earlier_wall_s = 0.0  # wall time of the run before the checkpoint it resumed
         self.written_status: str | None = None
+        self.error: str | None = None
+
+    def wall_time_s(self) -> float:
+        return self.earlier_wall_s + time.time() - self.start
+
+    def state_dict(self) -> dict:
+        return {"wall_time_s": self.wall_time_s()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.earlier_wall_s = float(state_dict.get("wall_time_s", 0.0))
 
     def write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
         if trainer.global_rank != 0:
@@ -111,10 +130,10 @@ class RunRecord(pl.Callback):
             if callable(getattr(cb, "summary", None)):
                 extra |= cb.summary()
         summary = build_summary(status, self.config, merged_history(trainer), trainer.global_step,
-                                time.time() - self.start, error=error, exact_rule=exact, extra=extra)
+                                self.wall_time_s(), error=error, exact_rule=exact, extra=extra)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)
-        self.written_status = status
+        self.written_status, self.error = status, error
         self.publish(trainer, summary)
 
     def publish(self, trainer, summary: dict) -> None:

@@ -1,33 +1,115 @@
-"""Checks a checkpoint before resuming from it: readable, a rulescape checkpoint, and made by the same
-kind of run (rule, task, network sizes). One clear line otherwise."""
+"""Checkpoints that cannot run code, and that are never left half-written.
+
+Every checkpoint is read with `torch.load(weights_only=True)`: tensors, plain containers, numbers and
+strings, plus the few classes in SAFE_GLOBALS. A pickle that names anything else (a `__reduce__` payload,
+a foreign class) is refused with one line and never unpickled. Writes go to a temporary file that replaces
+the old one only once complete, so a full disk leaves the previous good checkpoint.
+
+Before resuming, `check_checkpoint` also checks that the checkpoint was made by the same run (RESUME_KEEPS)
+and that the step budget reaches past it."""
 from __future__ import annotations
 
+import collections
+import os
+import pathlib
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from rulescape.errors import ConfigError
-from rulescape.validate import lookup
 
-# config keys that must match between the checkpoint and the run that resumes it
-MUST_MATCH = ("rule.name", "task.name", "model.hidden_size", "model.activation", "model.dale", "float64")
+# Classes a rulescape checkpoint may contain besides what weights_only always allows (tensors, dicts, lists,
+# numbers, strings, OrderedDict). Lightning's loops, callbacks' states and optimizer states need none today;
+# add one here (with the reason) before a checkpoint needs it.
+SAFE_GLOBALS: list = [collections.defaultdict, pathlib.PosixPath]
+
+# Config keys that may differ on resume: they take effect from the resumed step on and are recorded in the
+# new summary.json (budget, cadence of evaluation and measurements, logging, hardware, early stops). Every
+# other key (seed, rule, task, model, optimizer, scheduler, l2, clip_norm, float64, ...) must equal the
+# checkpoint's, or the resume is refused with one line naming the key.
+RESUME_MAY_CHANGE = ("ckpt_path", "trainer", "eval_every", "checkpoint_every", "threads", "logger",
+                     "callbacks", "curvature", "alignment", "stop_at_test_acc", "stop_at_train_acc",
+                     "stop_at_train_loss")
 
 
-def check_checkpoint(path: str | None, config: dict) -> None:
-    if path is None:
-        return
+def safe_load(path: str | Path, what: str = "ckpt_path") -> dict:
+    """The checkpoint at path, loaded without running any code; ConfigError (one line) otherwise."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"ckpt_path={path!r}: no such file")
+        raise ConfigError(f"{what}={str(path)!r}: no such file")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem to a user
-        raise ConfigError(f"ckpt_path={path!r} is not a readable checkpoint ({type(err).__name__}); "
-                          "it may be truncated or corrupt") from err
-    saved = (ckpt.get("hyper_parameters") or {}).get("config") if isinstance(ckpt, dict) else None
-    if not saved:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - refused or unreadable: the same answer to a user
+        text = str(err).lower()
+        if "global" in text:  # "Unsupported global", "unsupported GLOBAL ... is blocked": a class or function
+            raise ConfigError(f"{what}={str(path)!r} is refused: it holds objects other than tensors and plain "
+                              "data (loading it could run code)") from None
+        raise ConfigError(f"{what}={str(path)!r} is not a readable checkpoint ({type(err).__name__}); "
+                          "it may be truncated or corrupt") from None
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{what}={str(path)!r} is not a rulescape checkpoint (not a dict)")
+    return ckpt
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to path.tmp, then rename over path: path is either the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with safe loading (weights_only=True) and atomic saving."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return safe_load(path)
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_checkpoint(path: str | None, config: dict) -> dict | None:
+    """Refuse (ConfigError, one line) a checkpoint that is unsafe, unreadable, not rulescape's, made by a
+    different run, or already past this run's max_steps. Returns the loaded checkpoint (None without one)."""
+    if path is None:
+        return None
+    ckpt = safe_load(path)
+    saved = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(saved, dict) or not saved:
         raise ConfigError(f"ckpt_path={path!r} is not a rulescape checkpoint (it stores no run config)")
-    for key in MUST_MATCH:
-        if lookup(saved, key) != lookup(config, key):
-            raise ConfigError(f"ckpt_path={path!r} was saved with {key}={lookup(saved, key)!r} but this run "
-                              f"has {key}={lookup(config, key)!r}")
+    mine, theirs = flat(config), flat(saved)
+    for key in sorted(theirs, key=lambda k: (k.count("."), k)):  # top-level keys (seed) before task.seed
+        if key.split(".")[0] in RESUME_MAY_CHANGE or key not in mine:
+            continue
+        if mine[key] != theirs[key]:
+            raise ConfigError(f"ckpt_path={path!r} was saved with {key}={theirs[key]!r} but this run has "
+                              f"{key}={mine[key]!r}; a resumed run keeps its {key} (start a new run to change it)")
+    step = ckpt.get("global_step", 0)
+    max_steps = flat(config).get("trainer.max_steps")
+    if isinstance(max_steps, int) and isinstance(step, int) and 0 < max_steps < step:
+        raise ConfigError(f"trainer.max_steps={max_steps} is below the checkpoint's step {step} "
+                          f"(ckpt_path={path!r}); give trainer.max_steps>={step}")
+    return ckpt

@@ -1,7 +1,10 @@
-"""Command-line checks that must happen before Hydra composes anything: an unknown option of a config
-group (`rule=foo`) gets one line naming the valid options instead of Hydra's multi-line error."""
+"""Command-line checks that happen before Hydra creates a run directory (`preflight`): an unknown option
+of a config group (`rule=foo`), an unknown key, a malformed override, an unwritable run directory and (for a
+single run) every value get one line instead of Hydra's multi-line error or a traceback."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -37,14 +40,17 @@ def check_keys(argv: list[str]) -> str | None:
     if not dotted:
         return None
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="config", overrides=overrides)
-    except HydraException:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            base = compose(config_name="config", overrides=[a for a in overrides if "." not in a.split("=", 1)[0]])
+    except Exception:  # noqa: BLE001 - find which dotted key is unknown; other errors: compose_problem
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                base = compose(config_name="config",
+                               overrides=[a for a in overrides if "." not in a.split("=", 1)[0]])
+        except Exception:  # noqa: BLE001 - an undotted override is wrong too: compose_problem names it
+            return None
         for key in dotted:
             if OmegaConf.select(base, key, default="__missing__") == "__missing__":
                 parent = key.rsplit(".", 1)[0]
@@ -52,4 +58,129 @@ def check_keys(argv: list[str]) -> str | None:
                 keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
                 return f"error: unknown config key '{key}'; {parent} has: {keys}"
         return None  # let Hydra report what it found
+    return None
+
+
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()
+                     and not line.strip().startswith(("See https://hydra.cc", "Set the environment variable")))
+
+
+def first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """A multirun's overrides with every sweep (a,b / range() / choice()) replaced by its first value: the
+    config of its first job, to find keys and groups that do not exist before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    out = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()), None)
+            key = override.get_key_element()
+            out.append(f"{key}={first}" if first is not None else override.input_line)
+        else:
+            out.append(override.input_line)
+    return out
+
+
+def compose_problem(overrides: list[str]):
+    """(error line, None) where Hydra cannot compose these overrides, else (None, config with hydra)."""
+    from hydra import compose, initialize_config_dir
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return None, compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    except Exception as err:  # noqa: BLE001 - every Hydra error becomes one line
+        text = str(err)
+        if text.startswith("Could not override '"):
+            key = text.split("'")[1]
+            groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+            where = f"groups: {', '.join(groups)}" if "." not in key else "add it with +key=value only if it is new"
+            return f"error: unknown config group or key '{key}' ({where})", None
+        if text.startswith("Ambiguous value for argument"):
+            arg = text.split("'")[1]
+            return (f"error: {arg}: a comma list sweeps only with -m (--multirun); for a list write "
+                    "key=[a,b], for a string quote it"), None
+        return f"error: {bad_override(overrides) or one_line(text)}", None
+
+
+def bad_override(overrides: list[str]) -> str | None:
+    """'cannot read the override ...' for the first override the grammar rejects, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception as err:  # noqa: BLE001 - the grammar's error
+            return f"cannot read the override {override!r} ({one_line(str(err))})"
+    return None
+
+
+def run_dir_problem(hydra_cfg) -> str | None:
+    """One line when the run directory Hydra will create cannot be created (an unwritable place)."""
+    from omegaconf import OmegaConf
+    try:
+        run_dir = Path(OmegaConf.select(hydra_cfg, "hydra.run.dir"))
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra's job can resolve: left to train()
+        return None
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"error: hydra.run.dir={run_dir}: cannot create it ({existing} is not a directory)"
+    try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
+        os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
+    except OSError as err:
+        return f"error: hydra.run.dir={run_dir}: cannot create it in {existing} ({err.strerror})"
+    return None
+
+
+OTHER_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
+def preflight(argv: list[str], check_values: bool = True) -> str | None:
+    """Everything about a command line that can be checked before Hydra creates a run directory: group
+    options, keys, the override grammar, the run directory and (for a single run) every value. The error
+    line, or None. A multirun checks keys and groups only: a bad value in one job fails that job alone
+    (its summary.json says so) and the sweep goes on."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    problem = check_group_overrides(argv)
+    if problem:
+        return problem
+    if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
+        return None  # another primary config: Hydra checks it alone
+    # overrides only: not Hydra's flags, nor a flag's value (--cfg job, --info defaults)
+    overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    if multirun:
+        try:
+            overrides = first_of_each_sweep(overrides)
+        except Exception as err:  # noqa: BLE001 - a grammar error
+            return f"error: {bad_override(overrides) or one_line(str(err))}"
+    problem, composed = compose_problem(overrides)
+    if problem:  # an unknown dotted key: name the keys its section has
+        return (None if multirun else check_keys(argv)) or problem
+    if not multirun:
+        problem = run_dir_problem(composed)
+        if problem:
+            return problem
+    if check_values and not multirun:
+        from omegaconf import OmegaConf, open_dict
+        from rulescape.checkpoint import check_checkpoint
+        from rulescape.errors import ConfigError
+        from rulescape.rundir import check_run_dir
+        from rulescape.schema import check_schema
+        from rulescape.validate import settle, validate
+        try:
+            run_dir = OmegaConf.select(composed, "hydra.run.dir")
+        except Exception:  # noqa: BLE001 - resolved by Hydra's job only
+            run_dir = None
+        with open_dict(composed):
+            del composed["hydra"]
+        try:
+            cfg = check_schema(composed)
+            validate(cfg)
+            settle(cfg)
+            # before Hydra writes <run dir>/.hydra: a finished run's directory and checkpoint stay as they were
+            if run_dir is not None and Path(run_dir).is_dir():
+                check_run_dir(Path(run_dir), cfg.ckpt_path)
+            check_checkpoint(cfg.ckpt_path, OmegaConf.to_container(cfg, resolve=True))
+        except ConfigError as err:
+            return f"error: {err}"
     return None

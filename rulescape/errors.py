@@ -9,3 +9,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; a checkpoint was saved, resume with
 
 class ConfigError(ValueError):
     """A bad configuration value; its message is one line naming the key, the value and what is allowed."""
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot take this run (another run's record, a live run, not writable). Nothing in it
+    is touched, not even its summary.json."""

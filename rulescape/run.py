@@ -1,9 +1,16 @@
 """Build a run from a composed config and train it: datamodule -> network -> rule -> LightningModule ->
-callbacks, loggers -> Trainer. Always leaves a summary.json with a status and closes the loggers."""
+callbacks, loggers -> Trainer. Always leaves a summary.json with a status and closes the loggers.
+
+Everything that can be wrong with the input is found while building, before Trainer.fit spawns anything,
+and raised as one ConfigError line. The run directory is locked for the run, and a directory that holds
+another run's record or checkpoint is refused unless this run resumes that very checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shlex
 import time
 from pathlib import Path
 
@@ -26,8 +33,10 @@ from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
 from rulescape.quiet import quiet_third_party
-from rulescape.checkpoint import check_checkpoint
-from rulescape.validate import validate
+from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
+from rulescape.rundir import check_run_dir, read_status, run_dir_lock
+from rulescape.schema import check_schema
+from rulescape.validate import settle, validate
 
 log = logging.getLogger("rulescape")
 STATUS_EXIT = {"ok": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
@@ -48,14 +57,36 @@ def build_network(cfg: DictConfig, dm) -> RateRNN:
     return net.double() if cfg.float64 else net
 
 
+@contextlib.contextmanager
+def building(what: str):
+    """Any error while building `what` (a user's value the builder refused) -> one ConfigError line."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except MemoryError:
+        raise ConfigError(f"{what}: out of memory while building it (is model.hidden_size too large?)") from None
+    except Exception as err:  # noqa: BLE001 - the builder's own message, on one line
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what}: {text}") from None
+
+
 def build_module(cfg: DictConfig, dm) -> RuleModule:
     """Datamodule -> network -> rule -> LightningModule, in the seeded order (init, then rule state)."""
-    net = build_network(cfg, dm)
-    rule = build_rule(cfg.rule.name, net, **group_params(cfg.rule, "name"))
-    scheduler = build_optimizer(cfg.scheduler) if cfg.scheduler.get("_target_") else None
+    with building("model"):
+        net = build_network(cfg, dm)
+    with building(f"rule {cfg.rule.name}"):
+        rule = build_rule(cfg.rule.name, net, **group_params(cfg.rule, "name"))
+    with building("scheduler"):
+        scheduler = build_optimizer(cfg.scheduler) if cfg.scheduler.get("_target_") else None
+    with building("optimizer"):
+        optimizer = build_optimizer(cfg.optimizer)
     config = OmegaConf.to_container(cfg, resolve=True)
-    return RuleModule(net, rule, Objective(dm.loss, cfg.l2), build_optimizer(cfg.optimizer), scheduler,
-                      seed=cfg.seed, config=config, clip_norm=cfg.clip_norm)
+    module = RuleModule(net, rule, Objective(dm.loss, cfg.l2), optimizer, scheduler,
+                        seed=cfg.seed, config=config, clip_norm=cfg.clip_norm)
+    with building(f"optimizer {cfg.optimizer.get('_target_')}"):
+        module.configure_optimizers()  # a dry run: torch refuses bad values (momentum < 0) here, not in fit
+    return module
 
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
@@ -75,53 +106,135 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.rule.name}-{cfg.task.name}-s{cfg.seed}"
 
 
+def resume_command(out_dir: Path) -> str:
+    """The command line that continues this run in its own directory."""
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        if HydraConfig.initialized():
+            overrides = [o for o in HydraConfig.get().overrides.task
+                         if not o.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.sweep."))]
+    except Exception:  # noqa: BLE001 - without Hydra the bare command still resumes
+        pass
+    args = [*overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={out_dir}"]
+    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+
+
+def log_to_file(message: str) -> None:
+    """Write a line to the run's train.log (Hydra's file handler) without echoing it on the console."""
+    record = logging.LogRecord("rulescape", logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def make_loggers(cfg: DictConfig, out_dir: Path, resume: bool) -> list:
+    """build_loggers with resume= (appending metrics.csv, continuing the wandb run whose id the loggers keep in
+    <run dir>/wandb_run_id) where it takes it: rulescape/loggers.py gains it on the newcomer branch; this
+    shim can go once both are merged."""
+    import inspect
+    if "resume" in inspect.signature(build_loggers).parameters:
+        return build_loggers(cfg, out_dir, run_name(cfg), resume=resume)
+    return build_loggers(cfg, out_dir, run_name(cfg))
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
-    ConfigError propagates (nothing ran, but a "failed" summary names the error); every other outcome
-    is recorded with a status."""
+    ConfigError propagates (nothing ran; a "failed" summary names the error unless the directory held an
+    earlier record, which is never touched); every other outcome is recorded with a status."""
     quiet_third_party()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"run directory {out_dir} cannot be created ({err.strerror})") from None
+    if launched_rank():  # a DDP worker that Lightning started as a copy of this command: rank 0 holds the lock
+        return train_locked(cfg, out_dir)
+    with run_dir_lock(out_dir):
+        check_run_dir(out_dir, OmegaConf.select(cfg, "ckpt_path", default=None))
+        return train_locked(cfg, out_dir)
+
+
+def launched_rank() -> bool:
+    """True in a process Lightning launched for DDP ranks > 0 (strategy=ddp re-runs the command per rank)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+
+
+def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     summary_path = out_dir / "summary.json"
-    summary_path.unlink(missing_ok=True)  # a stale record must never pass for this run's
-    config = OmegaConf.to_container(cfg, resolve=False)
+    earlier_record = summary_path.exists()  # only ever a resumed run's own, or a "failed before it ran"
+    earlier_mtime = summary_path.stat().st_mtime_ns if earlier_record else None
+    try:
+        config = OmegaConf.to_container(cfg, resolve=False)
+    except OmegaConfBaseException:
+        config = {}
     start = time.time()
 
-    def record_failure(error: str) -> None:
-        if not summary_path.exists():
-            write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
+    def written_by_this_run() -> bool:  # by RunRecord, here or on rank 0 of a spawned DDP run
+        return summary_path.exists() and summary_path.stat().st_mtime_ns != earlier_mtime
+
+    def record_failure(error: str, before_run: bool) -> None:
+        if launched_rank():
+            return  # only rank 0 writes the record
+        if before_run and earlier_record and read_status(summary_path) != "failed":
+            return  # a refused resume leaves the run's record as it was
+        if not written_by_this_run():
+            try:
+                write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
+            except OSError as err:  # a full disk: the previous file stays; say so in one line
+                log.error("could not write %s (%s)", summary_path, err.strerror or err)
 
     try:
+        cfg = check_schema(cfg)
         validate(cfg)
+        for note in settle(cfg):
+            log.warning(note)
         config = OmegaConf.to_container(cfg, resolve=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
+        with building(f"task {cfg.task.name}"):
+            dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
         module = build_module(cfg, dm)
         check_checkpoint(cfg.ckpt_path, config)
+        record = RunRecord(out_dir, config)
+        callbacks = [*build_callbacks(cfg, out_dir), record]
+        with building(f"logger {cfg.logger.name}"):
+            loggers = make_loggers(cfg, out_dir, resume=cfg.ckpt_path is not None)
+        with building("trainer"):
+            trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks,
+                                 logger=loggers or False, default_root_dir=str(out_dir),
+                                 plugins=[SafeCheckpointIO()], use_distributed_sampler=False, max_epochs=-1)
     except (ConfigError, ValueError, OmegaConfBaseException) as err:
+        close_loggers()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__  # one line, always
-        record_failure(message)
-        raise ConfigError(message) from err
+        record_failure(message, before_run=True)
+        raise ConfigError(message) from None
 
-    record = RunRecord(out_dir, config)
+    log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
     try:
-        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True),
-                             callbacks=[*build_callbacks(cfg, out_dir), record],
-                             logger=build_loggers(cfg, out_dir, run_name(cfg)) or False,
-                             default_root_dir=str(out_dir), use_distributed_sampler=False, max_epochs=-1)
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
         log.warning(str(err))
-    except (KeyboardInterrupt, SystemExit) as err:
-        log.warning("interrupted (%s); resume with ckpt_path=%s", type(err).__name__,
-                    out_dir / "checkpoints" / "last.ckpt")
+    except (KeyboardInterrupt, SystemExit):
+        how = read_status(summary_path) == "interrupted" and json.loads(summary_path.read_text()).get("error")
+        log.warning("interrupted (%s); resume with:\n  %s", how or "interrupted", resume_command(out_dir))
+    except OSError as err:  # a full disk or a vanished directory: one line, no traceback
+        log.error("run failed: %s", err)
+        record_failure(f"{type(err).__name__}: {err}", before_run=False)
     except Exception as err:  # noqa: BLE001 - recorded as "failed"; a sweep goes on
         log.exception("run failed: %s", err)
-        record_failure(f"{type(err).__name__}: {err}")
+        record_failure(f"{type(err).__name__}: {err}", before_run=False)
     finally:
         close_loggers()
-    if not summary_path.exists():
-        record_failure("the run ended without a record (a worker process died?)")
-    return json.loads(summary_path.read_text())
+    if not written_by_this_run():
+        record_failure("the run ended without a record (a worker process died?)", before_run=False)
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as err:  # the record could not be written: report it from memory
+        summary = build_summary("failed", config, {}, 0, time.time() - start,
+                                error=f"summary.json could not be written: {err}")
+    log_to_file(f"[{summary['status']}] steps={summary['steps']} error={summary.get('error')} "
+                f"record={summary_path}")
+    return summary

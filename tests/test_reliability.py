@@ -101,12 +101,14 @@ def test_divergence_is_recorded_and_exits_with_its_code(tmp_path):
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["status"] == "diverged"
 
 
-def test_multirun_with_one_diverging_job_completes_the_others(tmp_path):
+def test_multirun_with_one_diverging_and_one_bad_job_completes_the_others(tmp_path):
+    """Every job leaves a summary.json: the one whose value the schema refuses says "failed"."""
     sweep = tmp_path / "sweep"
-    result = cli("-m", *QUICK, "optimizer.lr=0.03,1e8,0.01", f"hydra.sweep.dir={sweep}")
+    result = cli("-m", *QUICK, "optimizer.lr=0.03,1e8,fast", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
-    assert statuses == ["diverged", "ok", "ok"]
+    assert statuses == ["diverged", "failed", "ok"]
+    assert "optimizer.lr='fast'" in result.stderr
 
 
 class SigtermAt(pl.Callback):
