@@ -31,7 +31,9 @@ SAFE_GLOBALS: list = [collections.defaultdict, pathlib.PosixPath]
 # checkpoint's, or the resume is refused with one line naming the key.
 RESUME_MAY_CHANGE = ("ckpt_path", "trainer", "eval_every", "checkpoint_every", "threads", "logger",
                      "callbacks", "curvature", "alignment", "stop_at_test_acc", "stop_at_train_acc",
-                     "stop_at_train_loss")
+                     "stop_at_train_loss", "stop_at_test_loss", "stop_at_train_acc_from",
+                     "stop_at_train_loss_from", "stop_at_test_acc_from", "stop_at_test_loss_from",
+                     "stop_check_every", "stop_wait_s", "study_arm")
 
 
 def safe_load(path: str | Path, what: str = "ckpt_path") -> dict:

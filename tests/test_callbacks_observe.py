@@ -16,7 +16,7 @@ QUICK = ["logger=none", "trainer.max_steps=7", "eval_every=3", "checkpoint_every
          "model.noise_std=0.05", "curvature.batch_size=16", "curvature.every_n_steps=3",
          "alignment.every_n_steps=2", "curvature.k=2", "curvature.trace=true", "curvature.trace_samples=3",
          "curvature.flatness=true"]
-MEASURED = "callbacks.enabled=[generalization,curvature,alignment]"
+MEASURED = "callbacks.enabled=[generalization,curvature,alignment,theory]"
 
 
 def final_weights(run_dir):
@@ -58,7 +58,7 @@ def test_resumed_run_has_the_same_histories(tmp_path, monkeypatch):
     whole = train(compose_config(overrides + [MEASURED]), tmp_path / "whole")
 
     monkeypatch.setitem(CALLBACKS, "interrupt_at", InterruptAt)
-    first = train(compose_config(overrides + ["callbacks.enabled=[generalization,curvature,alignment,"
+    first = train(compose_config(overrides + ["callbacks.enabled=[generalization,curvature,alignment,theory,"
                                               "interrupt_at]"]), tmp_path / "cut")
     assert first["status"] == "interrupted" and first["steps"] == InterruptAt.step
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
