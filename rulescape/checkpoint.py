@@ -103,7 +103,9 @@ def check_checkpoint(path: str | None, config: dict) -> dict | None:
     if not isinstance(saved, dict) or not saved:
         raise ConfigError(f"ckpt_path={path!r} is not a rulescape checkpoint (it stores no run config)")
     mine, theirs = flat(config), flat(saved)
-    for key in sorted(theirs, key=lambda k: (k.count("."), k)):  # top-level keys (seed) before task.seed
+    # what kind of run it is first (rule, task, network), then top-level keys (seed) before task.seed
+    kind = ("rule.name", "task.name", "model.hidden_size", "model.dale", "float64")
+    for key in sorted(theirs, key=lambda k: (k not in kind, k.count("."), k)):
         if key.split(".")[0] in RESUME_MAY_CHANGE or key not in mine:
             continue
         if mine[key] != theirs[key]:

@@ -46,7 +46,7 @@ class SaveWeights(pl.Callback):
         self.seen.append(float(batch[0].sum()))
 
     def on_train_end(self, trainer, pl_module):
-        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items() if torch.is_tensor(v)}
         torch.save({"state": state, "seen": self.seen}, f"{self.folder}/rank{trainer.global_rank}.pt")
 
 
@@ -57,7 +57,7 @@ def train_tiny(rule: str, folder, devices: int, strategy: str = "ddp_spawn", ove
     pl.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
     module = build_module(cfg, dm)
-    init = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    init = {k: v.detach().clone() for k, v in module.state_dict().items() if torch.is_tensor(v)}
     folder.mkdir(parents=True, exist_ok=True)
     strategy = dict(strategy=strategy) if devices > 1 else {}
     # precision="64-true" casts the float32 trials to the float64 network (build_module only doubles the net)
