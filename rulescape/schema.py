@@ -54,7 +54,7 @@ class TbpttRule(RuleConfig):
 
 @dataclass
 class RfloRule(RuleConfig):
-    feedback_scale: float = 1.0
+    feedback_scale: float = 0.3
     feedback_norm: str = "readout"
 
 
