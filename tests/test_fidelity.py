@@ -61,8 +61,10 @@ def test_stop_at_train_acc_stops_at_the_first_check_reaching_it(tmp_path):
     training), then a run that must stop exactly at the first step where it reaches the target."""
     every = train(compose_config(QUICK + ["eval_every=1", "callbacks=none"]), tmp_path / "every")
     acc = dict((int(s), v) for s, v in every["history"]["train_acc"])
-    target = sorted(set(acc.values()))[len(set(acc.values())) // 2]  # a value reached mid-run
-    first = min(s for s, v in acc.items() if s > 0 and v >= target)
+    # a step where accuracy reaches a new high mid-run: the target is met exactly there, not exceeded
+    highs = [s for s in sorted(acc) if s > 0 and acc[s] > max(acc[t] for t in acc if t < s)]
+    first = highs[len(highs) // 2]
+    target = acc[first]
     stopped = train(compose_config(QUICK + [f"stop_at_train_acc={target}", "stop_check_every=1"]), tmp_path / "stop")
     assert stopped["status"] == "ok"
     assert stopped["stopped_at"] == first == stopped["steps"]
@@ -83,6 +85,8 @@ def test_stop_target_from_runs_is_their_mean(tmp_path):
     with pytest.raises(ValueError, match="3 of 4 runs finished"):
         mean_of_runs(str(tmp_path / "eprop_dms_seed*"), "test_acc", wait_s=0)
     assert StopAtTarget("stop_at_test_loss", 0.5).reached(0.4)
+    assert StopAtTarget("stop_at_train_acc", 0.5).reached(0.5)  # at the target, not only above it
+    assert StopAtTarget("stop_at_train_loss", 0.5).reached(0.5)
     assert not StopAtTarget("stop_at_test_acc", 0.5).reached(0.4)
 
 
@@ -149,3 +153,13 @@ def test_norm_ratio_is_recorded_beside_rho(tmp_path):
     for (_, ratio), (_, cos), (_, rho) in zip(h["align_norm_ratio"], h["align_cos"], h["rho"]):
         assert rho == pytest.approx(cos * ratio, rel=1e-9)  # rho = <g^, g>/|g|^2 = cos |g^|/|g|
     assert summary["norm_ratio_mean"] == pytest.approx(sum(v for _, v in h["align_norm_ratio"]) / len(h["rho"]))
+
+
+@pytest.mark.parametrize("task", ["dms", "pattern"])
+def test_default_test_set_is_the_training_distribution_and_the_shift_is_separate(task):
+    """The headline gap compares fresh draws of the training distribution; the shifted set is shift/*."""
+    cfg = compose_config([f"task={task}"])
+    assert cfg.task.test_noise == cfg.task.noise and cfg.task.shift_noise > cfg.task.noise
+    dm = build_datamodule(task, **group_params(cfg.task, "name", "alpha", "study"))
+    dm.setup()
+    assert dm.test_noise == dm.noise and dm.shift_set is not None
