@@ -157,7 +157,7 @@ def arm_table(groups: dict[str, list[Run]], gap: str) -> tuple[list[str], list[l
         n = len(rs)
         cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
                  for c in perf + [gap, "lambda_max", "rho_mean"]]
-        cells.append(markdown.stat_cell(describe([cl.history_mean(r, "norm_ratio") for r in rs]), n))
+        cells.append(markdown.stat_cell(describe([cl.history_mean(r, "align_norm_ratio") for r in rs]), n))
         cells.append(markdown.stat_cell(describe([r.value("steps") for r in rs]), n))
         rows.append([g, str(n)] + cells + [stop_cell(rs)])
     return header, rows
@@ -206,7 +206,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     header, rows = arm_table(groups, gap)
     lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
               "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
-              "mean |ĝ|/|g| averages the `norm_ratio` history; steps "
+              "mean |ĝ|/|g| averages the `align_norm_ratio` history; steps "
               "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
               "runs with a `stop_target` (— when none has one).", "",
               markdown.table(header, rows), ""]

@@ -239,7 +239,7 @@ def draw_matched_step(task: str, groups: dict[str, list[Run]], gap: str) -> plt.
 
 ALIGN_PANELS = (("rho", "alignment ρ = ĝ·g / g·g", "step length along the gradient", 1.0),
                 ("align_cos", "cos(ĝ, g)", "direction", 1.0),
-                ("norm_ratio", "|ĝ| / |g|", "norm of the estimate", 1.0))
+                ("align_norm_ratio", "|ĝ| / |g|", "norm of the estimate", 1.0))
 
 
 def draw_rho_theory(task: str, groups: dict[str, list[Run]],

@@ -31,7 +31,7 @@ def summary(rule: str, seed: int, rng, n_task: str = "dms", *, gap=None, lam=Non
     lam_hist = [[0, 1.0], [100, float(math.exp(rise * 100))], [200, lam * 0.9], [300, lam]]
     acc_hist = train_acc_hist or [[s, 0.5 + 0.45 * s / 300] for s in CURV_STEPS]
     hist = {"lambda_max": lam_hist, "train_acc": acc_hist, "rho": [[s, 0.3] for s in range(0, 301, 50)],
-            "norm_ratio": [[s, 0.5] for s in range(0, 301, 50)], "align_cos": [[s, 0.4] for s in range(0, 301, 50)]}
+            "align_norm_ratio": [[s, 0.5] for s in range(0, 301, 50)], "align_cos": [[s, 0.4] for s in range(0, 301, 50)]}
     if theory:  # at the curvature steps, plus one alignment-step point that must be ignored
         hist["theory_stability"] = [[s, 0.01 * v] for s, v in lam_hist] + [[250, 99.0]]
     train_acc = acc_hist[-1][1]
@@ -283,3 +283,15 @@ def test_regression_task_uses_the_loss_gap():
     ref = sps.ttest_ind(vals(recs, "eprop", "gap_loss"), vals(recs, "bptt", "gap_loss"), equal_var=False,
                         alternative="greater")
     assert welch.p == pytest.approx(ref.pvalue) and welch.n == "4 vs 4"
+
+
+def test_per_arm_table_reads_the_recorded_norm_ratio(study_report):
+    """The |ĝ|/|g| column is the mean of each run's align_norm_ratio history (0.5 in every synthetic run)."""
+    text = study_report[1]
+    table = text[text.index("### Per arm"):]
+    import re
+    cells = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # noqa: E731
+    header = cells(next(line for line in table.splitlines() if line.startswith("| arm |")))
+    col = next(i for i, c in enumerate(header) if "ĝ" in c)
+    row = cells(next(line for line in table.splitlines() if line.startswith("| eprop |")))
+    assert row[col] == "0.5 ± 0", (header, row)

@@ -1,0 +1,49 @@
+"""The committed study reports are what report.py computes from the committed records: a subset of the
+pattern study's records (tests/data/study_subset) in the fast suite, every task's whole report (figures
+drawn) under -m slow."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SUBSET = ROOT / "tests" / "data" / "study_subset"
+STUDY = ROOT / "docs" / "study"
+
+
+def regenerate(runs: Path, out: Path, *flags: str) -> str:
+    """report.md as `python report.py <runs> --out <out>` writes it, run from the repository root."""
+    result = subprocess.run([sys.executable, "report.py", str(runs.relative_to(ROOT)), "--out", str(out), *flags],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return (out / "report.md").read_text()
+
+
+def test_committed_subset_report_is_regenerated_exactly(tmp_path):
+    assert (SUBSET / "runs").is_dir(), "tests/data/study_subset/runs is missing"
+    assert regenerate(SUBSET / "runs", tmp_path, "--no-figures") == (SUBSET / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["dms", "seqmnist", "pattern"])
+def test_committed_study_report_is_regenerated_exactly(tmp_path, task):
+    assert regenerate(STUDY / task / "runs", tmp_path) == (STUDY / task / "report.md").read_text()
+
+
+def test_every_committed_record_names_a_commit_on_main():
+    """Each summary.json of the study carries the commit it ran on, and that commit is in this history."""
+    import json
+    records = sorted(STUDY.glob("*/runs/*/summary.json"))
+    assert records, "docs/study has no run records"
+    commits = {json.loads(p.read_text())["versions"]["rulescape"] for p in records}
+    assert None not in commits
+    for commit in commits:
+        ok = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=ROOT,
+                            capture_output=True).returncode == 0
+        if not ok and not (ROOT / ".git").exists():
+            pytest.skip("not a git checkout")
+        assert ok, f"{commit} is not an ancestor of HEAD"
