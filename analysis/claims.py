@@ -58,7 +58,8 @@ def arm_of(run: Run) -> str:
     elif rule == "tbptt":
         window = run.config("rule.window")
         label += f" w={window}" if isinstance(window, (int, float, str)) and not isinstance(window, bool) else ""
-    if number(run.config("stop_at_test_acc")) is not None:
+    early = [f"stop_at_test_{m}{suffix}" for m in ("acc", "loss") for suffix in ("", "_from")]
+    if any(run.config(key) not in (None, "") for key in early):  # stopped at a test score (App. Table 1)
         label += " early-stopped"
     scheduler = run.config("scheduler")
     if isinstance(scheduler, dict) and scheduler.get("_target_"):

@@ -181,6 +181,8 @@ def test_arm_labels():
     assert arm("bptt_scaled", {"rho": 0.3, "rho_mode": "mean"}) == "bptt_scaled (mean ρ)"
     assert arm("tbptt", {"window": 10}) == "tbptt w=10"
     assert arm("bptt", stop_at_test_acc=0.8) == "bptt early-stopped"
+    assert arm("bptt", stop_at_test_acc_from="runs/eprop_dms_seed*") == "bptt early-stopped"  # the study arm
+    assert arm("bptt", stop_at_test_loss_from="runs/eprop_pattern_seed*") == "bptt early-stopped"
     assert arm("bptt", stop_at_test_acc=None, stop_at_train_acc=0.9) == "bptt"
     assert arm("eprop", scheduler={"_target_": "torch.optim.lr_scheduler.StepLR"}) == "eprop + lr decay"
 
