@@ -19,6 +19,7 @@ BPTT; the surrogate's value is the loss.
 """
 from __future__ import annotations
 
+import bisect
 import glob
 import json
 import math
@@ -116,8 +117,9 @@ class ScaledBPTT(Rule):
         return self.rho_at(self.step)
 
     def rho_at(self, step: int) -> float:
-        """The last recorded rho at or before `step` (the first one before any)."""
-        i = int(torch.searchsorted(self.rho_steps, torch.tensor(int(step)), right=True)) - 1
+        """The last recorded rho at or before `step` (the first one before any). Looked up on the host: the
+        buffers may live on a GPU, and one scalar per step is all that is needed."""
+        i = bisect.bisect_right(self.rho_steps.tolist(), int(step)) - 1
         return float(self.rho_values[max(i, 0)])
 
     def surrogate(self, net, batch, objective, noise=None):
