@@ -19,6 +19,7 @@ import glob
 import json
 import math
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -39,7 +40,7 @@ def mean_of_runs(pattern: str, field: str, wait_s: float = 0.0, statuses=("ok",)
         records = []
         for d in dirs:
             try:
-                records.append(json.loads(open(f"{d}/summary.json").read()))
+                records.append(json.loads(Path(d, "summary.json").read_text()))
             except (OSError, ValueError):
                 pass
         finished = [r for r in records if isinstance(r, dict) and r.get("status") not in (None, "interrupted")]
