@@ -35,6 +35,12 @@ def last(history: dict, key: str):
     return points[-1][1] if points else None
 
 
+def finite_mean(history: dict, key: str, default=None):
+    """Mean of the finite values of history[key] (`default` when there are none)."""
+    values = [v for _, v in history.get(key, []) if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else default
+
+
 def clean(value):
     """JSON has no NaN/Inf: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -66,7 +72,6 @@ def build_summary(status: str, config: dict, history: dict, steps: int, wall_tim
     """The summary dict from a run's flat history {metric key: [[step, value], ...]}."""
     if status not in STATUSES:
         raise ValueError(f"unknown status '{status}'; choose one of: {', '.join(STATUSES)}")
-    rho = [v for _, v in history.get("align/rho", []) if v is not None and math.isfinite(v)]
     summary = {
         "status": status,
         "rule": config.get("rule", {}).get("name"),
@@ -76,9 +81,9 @@ def build_summary(status: str, config: dict, history: dict, steps: int, wall_tim
         "lr": config.get("optimizer", {}).get("lr"),
     }
     summary.update({k: last(history, h) for k, h in FINAL_KEYS.items()})
-    summary["rho_mean"] = sum(rho) / len(rho) if rho else (1.0 if exact_rule else None)
-    ratio = [v for _, v in history.get("align/norm_ratio", []) if v is not None and math.isfinite(v)]
-    summary["norm_ratio_mean"] = sum(ratio) / len(ratio) if ratio else (1.0 if exact_rule else None)
+    # over the run; an exact rule's estimate is the gradient, so both are 1 when alignment was not measured
+    summary["rho_mean"] = finite_mean(history, "align/rho", 1.0 if exact_rule else None)
+    summary["norm_ratio_mean"] = finite_mean(history, "align/norm_ratio", 1.0 if exact_rule else None)
     summary.update({"stop_target": None, "stopped_at": None, "warnings": []} | (extra or {}))
     summary["history"] = {history_name(k): v for k, v in history.items()}
     summary.update({"error": error, "wall_time_s": wall_time_s, "versions": versions(), "config": config})

@@ -15,15 +15,14 @@ stopped at the mean final test accuracy of the bio rules' runs of the same sweep
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from callbacks.generalization import evaluate
+from modules.run_records import run_dirs, wait_for
 
 # config key -> (set, score, direction): reached when score >= target (+1) or <= target (-1)
 TARGETS = {"stop_at_train_acc": ("train", "acc", +1), "stop_at_train_loss": ("train", "loss", -1),
@@ -34,9 +33,10 @@ def mean_of_runs(pattern: str, field: str, wait_s: float = 0.0, statuses=("ok",)
     """Mean of summary.json[field] over the finished runs in the run dirs that `pattern` names (globs,
     separated by commas), waiting up to wait_s seconds until every matching directory holds a finished
     record. Only runs whose status is in `statuses` count."""
-    deadline = time.monotonic() + float(wait_s)
-    while True:
-        dirs = sorted({d for part in str(pattern).split(",") if part for d in glob.glob(part.strip())})
+    seen = {"finished": 0, "dirs": 0}
+
+    def all_finished() -> list[dict] | None:
+        dirs = run_dirs(str(pattern).split(","))
         records = []
         for d in dirs:
             try:
@@ -44,15 +44,22 @@ def mean_of_runs(pattern: str, field: str, wait_s: float = 0.0, statuses=("ok",)
             except (OSError, ValueError):
                 pass
         finished = [r for r in records if isinstance(r, dict) and r.get("status") not in (None, "interrupted")]
-        if dirs and len(finished) == len(dirs):
-            values = [r.get(field) for r in finished if r.get("status") in statuses]
-            values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-            if not values:
-                raise ValueError(f"no finished run under {pattern!r} has a {field}")
-            return sum(values) / len(values)
-        if time.monotonic() >= deadline:
-            raise ValueError(f"{pattern!r}: {len(finished)} of {len(dirs)} runs finished; no target for {field}")
-        time.sleep(2.0)
+        seen.update(finished=len(finished), dirs=len(dirs))
+        return finished if dirs and len(finished) == len(dirs) else None
+
+    finished = wait_for(all_finished, wait_s)
+    if finished is None:
+        raise ValueError(f"{pattern!r}: {seen['finished']} of {seen['dirs']} runs finished; no target for {field}")
+    values = [r.get(field) for r in finished if r.get("status") in statuses]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        raise ValueError(f"no finished run under {pattern!r} has a {field}")
+    return sum(values) / len(values)
+
+
+def requested_targets(cfg) -> list[str]:
+    """The stop keys the config sets, by value or as `<key>_from` (validate.py refuses more than one)."""
+    return [k for k in TARGETS if cfg.get(k) is not None or cfg.get(f"{k}_from") is not None]
 
 
 class StopAtTarget(pl.Callback):
@@ -66,7 +73,7 @@ class StopAtTarget(pl.Callback):
     @classmethod
     def from_config(cls, cfg) -> "StopAtTarget | None":
         """The stop callback the config asks for (at most one target), or None."""
-        asked = [k for k in TARGETS if cfg.get(k) is not None or cfg.get(f"{k}_from") is not None]
+        asked = requested_targets(cfg)
         if not asked:
             return None
         if len(asked) > 1:

@@ -116,8 +116,8 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "stop_check_every", 1)
     require_real(cfg, "stop_wait_s", 0.0)
     require_real(cfg, "clip_norm", 0.0, low_open=True, optional=True)
-    from callbacks.stop_at_target import TARGETS
-    stops = [k for k in TARGETS if lookup(cfg, k) is not None or lookup(cfg, f"{k}_from") is not None]
+    from callbacks.stop_at_target import requested_targets
+    stops = requested_targets(cfg)
     if len(stops) > 1:
         raise ConfigError(f"at most one stop target at a time; got {', '.join(stops)}")
     if stops and stops[0].endswith("_acc") and not getattr(TASKS[cfg.task.name], "has_accuracy", True):

@@ -20,16 +20,15 @@ BPTT; the surrogate's value is the loss.
 from __future__ import annotations
 
 import bisect
-import glob
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
 
 from modules.rules import register
 from modules.rules.base import Estimate, Rule
+from modules.run_records import run_dirs, wait_for
 
 RHO_MODES = ("mean", "history")
 
@@ -37,24 +36,25 @@ RHO_MODES = ("mean", "history")
 def find_record(run_dir: str, wait_s: float = 0.0) -> dict:
     """The summary.json of the one finished run that `run_dir` (a path or a glob) names; waits up to
     wait_s seconds for it to exist and be finished."""
-    deadline = time.monotonic() + float(wait_s)
-    while True:
-        matches = sorted(glob.glob(str(run_dir))) if glob.has_magic(str(run_dir)) else [str(run_dir)]
+    def finished() -> dict | None:
+        matches = run_dirs([str(run_dir)])
         if len(matches) > 1:
             raise ValueError(f"rule.rho_from={run_dir!r} matches {len(matches)} run dirs; it must name one")
         path = Path(matches[0]) / "summary.json" if matches else None
-        if path is not None and path.is_file():
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError) as err:
-                raise ValueError(f"rule.rho_from: '{path}' is not a readable summary.json ({err})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"rule.rho_from: '{path}' is not a run record")
-            if record.get("status") != "interrupted":  # a finished run, whatever its outcome
-                return record
-        if time.monotonic() >= deadline:
-            raise ValueError(f"rule.rho_from: no finished summary.json in '{run_dir}'")
-        time.sleep(2.0)
+        if path is None or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"rule.rho_from: '{path}' is not a readable summary.json ({err})") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"rule.rho_from: '{path}' is not a run record")
+        return record if record.get("status") != "interrupted" else None  # finished, whatever its outcome
+
+    record = wait_for(finished, wait_s)
+    if record is None:
+        raise ValueError(f"rule.rho_from: no finished summary.json in '{run_dir}'")
+    return record
 
 
 def rho_from_run(run_dir: str, wait_s: float = 0.0) -> float:
