@@ -12,16 +12,25 @@ from torch.nn import functional as F
 LOSSES = ("ce", "mse")
 
 
+def step_losses(kind: str, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss of every step (B, T), before masking."""
+    if kind == "ce":
+        return F.cross_entropy(y_hat.transpose(1, 2), y, reduction="none")
+    if kind == "mse":
+        return (y_hat - y).pow(2).mean(dim=-1)
+    raise ValueError(f"unknown loss '{kind}'; choose one of: {', '.join(LOSSES)}")
+
+
 def task_loss(kind: str, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean loss over the steps where mask is 1."""
     weight = mask.to(y_hat.dtype)
-    if kind == "ce":
-        per_step = F.cross_entropy(y_hat.transpose(1, 2), y, reduction="none")  # (B, T)
-        return (per_step * weight).sum() / weight.sum()
-    if kind == "mse":
-        per_step = (y_hat - y).pow(2).mean(dim=-1)
-        return (per_step * weight).sum() / weight.sum()
-    raise ValueError(f"unknown loss '{kind}'; choose one of: {', '.join(LOSSES)}")
+    return (step_losses(kind, y_hat, y) * weight).sum() / weight.sum()
+
+
+def trial_losses(kind: str, y_hat: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each trial's share (B,) of task_loss: they add up to the batch's loss."""
+    weight = mask.to(y_hat.dtype)
+    return (step_losses(kind, y_hat, y) * weight).sum(1) / weight.sum()
 
 
 @torch.no_grad()

@@ -120,6 +120,33 @@ class RateRNN(nn.Module):
         """Rates r of shape (B, T, N)."""
         return self._loop(x, truncation, window, noise, False)[0]
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact noiseless network's readout (B, T, N_out) for evaluation: no graph, no (B, T, N) rate
+        tensor, states updated in place, and the readout computed only at `steps` (time indices; None: all),
+        zero elsewhere. The same operations as forward() in the same order, so the same values."""
+        batch, length = x.shape[0], x.shape[1]
+        alpha, f = self.alpha, self.f
+        w_t = self.recurrent_weight().T
+        keep = range(length) if steps is None else [int(t) for t in steps]
+        wanted = set(keep)
+        drive = F.linear(x, self.W_x, self.b)
+        h = x.new_zeros(batch, self.hidden_size)
+        r, u, kept = h, torch.empty_like(h), []
+        for t, drive_t in enumerate(drive.unbind(1)):
+            torch.addmm(drive_t, r, w_t, out=u)
+            if alpha == 1.0:
+                h = u.clone()
+            else:  # (1 - alpha) h + alpha u, each product rounded as in forward()
+                h.mul_(1.0 - alpha).add_(u.mul_(alpha))
+            r = f(h)
+            if t in wanted:
+                kept.append(r)
+        y = x.new_zeros(batch, length, self.output_size)
+        if kept:
+            y[:, list(keep)] = self.readout(torch.stack(kept, dim=1))
+        return y
+
     def _loop(self, x, truncation, window, noise, stepwise_readout):
         if truncation not in TRUNCATIONS:
             raise ValueError(f"unknown truncation '{truncation}'; choose one of: {', '.join(TRUNCATIONS)}")

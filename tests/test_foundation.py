@@ -127,6 +127,33 @@ def test_stepwise_readout_computes_the_same_outputs_and_gradients():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("alpha,activation,dale,bias", [(0.3, "relu", False, True), (1.0, "tanh", True, False),
+                                                       (0.5, "softplus", True, True)])
+def test_predict_is_the_forward_readout_at_the_asked_steps(alpha, activation, dale, bias):
+    """Evaluation's graph-free forward (RateRNN.predict) against forward(): the same outputs at the steps
+    asked for (float64, to rounding), zeros elsewhere; and evaluate() scores as a plain forward pass would."""
+    from callbacks.generalization import evaluate
+    from datamodules.base import TrialSet
+    from modules.objective import task_scores
+    from modules.rnn import RateRNN
+    torch.manual_seed(1)
+    net = RateRNN(3, 9, 4, alpha=alpha, activation=activation, dale=dale, bias=bias, noise_std=0.5).double()
+    x = torch.randn(6, 7, 3, dtype=torch.float64)
+    want, _ = net(x)
+    torch.testing.assert_close(net.predict(x), want, rtol=1e-12, atol=1e-12)
+    steps = torch.tensor([2, 6])
+    got = net.predict(x, steps)
+    torch.testing.assert_close(got[:, steps], want[:, steps], rtol=1e-12, atol=1e-12)
+    assert not got[:, [0, 1, 3, 4, 5]].any()
+    y = torch.randint(0, 4, (6, 7))
+    mask = torch.zeros(6, 7, dtype=torch.float64)
+    mask[:, 6], mask[:3, 2] = 1.0, 1.0
+    scores = evaluate(net, TrialSet(x, y, mask), "ce", batch_size=4)
+    plain = task_scores("ce", want, y, mask)
+    assert scores["loss"] == pytest.approx(float(plain["loss_sum"] / plain["count"]), rel=1e-12)
+    assert scores["acc"] == pytest.approx(float(plain["correct"] / plain["count"]), rel=1e-12)
+
+
 def test_smoke_preset_runs_every_measurement(tmp_path):
     summary = train(compose_config(["experiment=smoke", "logger=none", "rule=mdgl"]), tmp_path)
     assert summary["status"] == "ok" and summary["steps"] == 20

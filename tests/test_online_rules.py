@@ -108,6 +108,8 @@ def test_uoro_equals_the_step_by_step_reference(activation, alpha, dale):
     (delta,) = torch.autograd.grad(objective.data_loss(y_hat, batch[1], batch[2]), y_hat)
     want = ref.uoro_estimates(p, x.numpy(), fw, delta.numpy(), alpha, signs.numpy())
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
+    summed = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs, per_trial=False)
+    np.testing.assert_allclose(summed.numpy(), want.sum(0), rtol=1e-9, atol=1e-12)  # the training step's form
 
 
 # ----- unbiasedness: mean of K estimates vs the exact gradient -------------------------------------------------
@@ -256,3 +258,24 @@ def test_resume_is_exact_and_measurements_do_not_steer(tmp_path, rule_name):
         if torch.is_tensor(value):
             assert torch.equal(value, states["quiet"][name]), name
             assert torch.equal(value, states["resumed"][name]), name
+
+
+@pytest.mark.parametrize("loss,noise_std", [("ce", 0.0), ("mse", 0.1)])
+def test_node_perturbation_update_is_the_sum_of_its_per_trial_estimates(loss, noise_std):
+    """The training step forms the summed update in one product after one doubled pass; it must equal the
+    plainly written per-trial estimates (separate clean and perturbed passes) summed over the batch."""
+    net, batch, objective = make_net(noise_std=noise_std), make_batch(loss), Objective(loss, 0.01)
+    noise = torch.randn(B, T, N, generator=torch.Generator().manual_seed(8), dtype=torch.float64) \
+        if noise_std else None
+    rule = build_rule("node_perturbation", net, sigma=0.05)
+    got = grads(rule.surrogate(net, batch, objective, noise=noise, generator=torch.Generator().manual_seed(9)), net)
+    zeta = 0.05 * torch.randn(B, T, N, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    _, r = rollout(net, batch[0], noise)
+    want = perturbation_estimates(net, batch, objective, noise, r, zeta, 0.05).sum(0)
+    assert torch.allclose(flat_params(got), flat(want) + flat_params(l2_part(net, objective)), rtol=1e-10, atol=1e-12)
+
+
+def l2_part(net, objective) -> dict[str, torch.Tensor]:
+    """The L2 regulariser's exact gradient on W_h, W_x, b (the readout part of the surrogate adds it)."""
+    return {"W_h": objective.l2 * net.W_h.detach(), "W_x": objective.l2 * net.W_x.detach(),
+            "b": torch.zeros_like(net.b)}

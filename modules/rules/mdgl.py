@@ -84,8 +84,10 @@ class MDGL(Rule):
             signal = delta[:, 1:] @ net.W_out                            # L_{t+1}, (B, T-1, N)
             a_type = signal.mul_(rate_derivative(net, r[:, 1:])) @ onehot  # sum of psi L per type
             c = net.alpha * (a_type @ means)                             # (B, T-1, K)
-            # extra_t = onehot c_t, i.e. c_t[type of unit]: one gather to (B, T, N), zero at t = T
-            extra = torch.nn.functional.pad(c, (0, 0, 0, 1)).index_select(-1, net.types)
+            # extra_t = onehot c_t, i.e. c_t[type of unit], zero at t = T. A product with the one-hot matrix,
+            # not a gather: exact (each entry is one c times 1 plus zeros) and ~10x faster than index_select
+            # on the last dimension
+            extra = torch.nn.functional.pad(c, (0, 0, 0, 1)) @ onehot.T
         # <extra_t, r_t>: its gradient w.r.t. r_t is exactly extra_t. A full-size elementwise product, so the
         # backward pass is one multiply (no slice of r, no matmul through the type matrix in the graph).
         return Estimate(loss + (extra * r).sum(), loss, y_hat)

@@ -28,8 +28,9 @@ from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_
 
 @torch.no_grad()
 def uoro_estimates(net, r: torch.Tensor, psi: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
-                   signs: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+                   signs: torch.Tensor, eps: float = 1e-7, per_trial: bool = True) -> torch.Tensor:
     """One UORO estimate per trial, (B, N, Z); r, psi, c, signs (+-1) (B, T, N), z (B, T, Z) as in rtrl_gradient.
+    per_trial=False: their sum over the batch (N, Z), as one product (what a training step needs).
 
     theta_t is never built step by step (that costs B N Z per step): with P_t = rho0_1 ... rho0_t it is
     theta_t = sum_{k<=t} (P_k / P_t) F_k / rho1_k, so the estimate is sum_k coef_k nu_k z_k^T with
@@ -41,6 +42,7 @@ def uoro_estimates(net, r: torch.Tensor, psi: torch.Tensor, z: torch.Tensor, c: 
     w_h = net.recurrent_weight()
     b, t_len, n = r.shape
     gram_z = z @ z.transpose(1, 2)                          # (B, T, T): z_t . z_k
+    gram_nu = signs @ signs.transpose(1, 2)                 # (B, T, T): nu_t . nu_k, one product for all steps
     s = r.new_zeros(b, n)
     sq_theta = r.new_zeros(b)                               # |theta_{t-1}|^2
     log_p = r.new_zeros(b, t_len)                           # log P_t
@@ -55,9 +57,8 @@ def uoro_estimates(net, r: torch.Tensor, psi: torch.Tensor, z: torch.Tensor, c: 
         log_p[:, t] = rho0.log() + (log_p[:, t - 1] if t > 0 else 0.0)
         inv_rho1[:, t] = 1.0 / rho1
         if t > 0:  # <theta_{t-1}, F_t> = a^2 sum_{k<t} (P_k / P_{t-1}) / rho1_k (nu_t . nu_k)(z_t . z_k)
-            nu_dots = torch.einsum("bn,bkn->bk", nu, signs[:, :t])
             weights = (log_p[:, :t] - log_p[:, t - 1, None]).exp() * inv_rho1[:, :t]
-            cross = alpha ** 2 * (weights * nu_dots * gram_z[:, t, :t]).sum(1)
+            cross = alpha ** 2 * (weights * gram_nu[:, t, :t] * gram_z[:, t, :t]).sum(1)
         else:
             cross = torch.zeros_like(sq_theta)
         sq_theta = (sq_theta / rho0 ** 2 + 2.0 * cross / (rho0 * rho1) + (f_norm / rho1) ** 2).clamp_min(0.0)
@@ -67,7 +68,9 @@ def uoro_estimates(net, r: torch.Tensor, psi: torch.Tensor, z: torch.Tensor, c: 
     later = torch.ones(t_len, t_len, dtype=torch.bool, device=r.device).triu()  # [k, t]: t >= k
     ratio = (log_p[:, :, None] - log_p[:, None, :]).masked_fill(~later, float("-inf")).exp()
     coef = alpha * inv_rho1 * (ratio * a[:, None, :]).sum(2)
-    return torch.einsum("bk,bkn,bkq->bnq", coef, signs, z)
+    if per_trial:
+        return torch.einsum("bk,bkn,bkq->bnq", coef, signs, z)
+    return (coef[..., None] * signs).flatten(0, 1).T @ z.flatten(0, 1)
 
 
 def draw_signs(shape, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -87,5 +90,5 @@ class UORO(StochasticRule):
         psi = slopes(net, h)
         gen = generator if generator is not None else self.generator(x.device)
         signs = draw_signs(r.shape, gen, r)
-        grad = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs).sum(0)
+        grad = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs, per_trial=False)
         return Estimate(with_estimate(net, loss, grad), loss.detach(), y_hat.detach())
