@@ -18,13 +18,14 @@ Measures, for the default dms, seqmnist and pattern sizes:
      a converged cold Lanczos reference (tol 1e-10). Reports total ms, Hessian-vector products (ours
      warm and cold), the worst relative error and the speed-up (target: >= 5x);
   3. top-1 and top-3 at one point (after 200 steps), cold, both backends;
-  4. the default measurements as a share of a default run's time (target: <= 10%), lambda_1 costed at
-     the along-run mean;
+  4. the measurements' share of a real default run (`python train.py task=<task>`, BPTT at the task's default
+     cadences), from the seconds each measurement callback spent (summary.json `timing`; target: <= 10%);
   5. wall time of the default `python train.py rule=rflo task=dms`, and runs per hour of a 2-job sweep.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -42,8 +43,6 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from callbacks.alignment import gradients  # noqa: E402
-from callbacks.generalization import Generalization  # noqa: E402
 from modules.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues  # noqa: E402
 from modules.objective import Objective  # noqa: E402
 from modules.rules import RULES as RULE_REGISTRY  # noqa: E402
@@ -268,11 +267,42 @@ def curvature_along_run(task: str, repeats: int, extra: list[str]) -> dict:
     build_ms, op = time_call(lambda: HessianOperator(net, objective, batch, c.params), max(repeats, 2))
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0)).to(DEVICE, op.dtype)
     hvp_ms, _ = time_call(lambda: op.matvec(v), max(repeats, 2))
+    profile = hvp_profile(op, v, batch[0].shape[1])
     return {"task": task, "steps": [s for s, _ in snaps.states], "reference": reference,
             "ours_ms": ours_ms, "ours_ms_each": ours_ms / len(reference), "ours_rel_err": max(rel(ours_values)),
             "warm_products": warm_products, "cold_products": cold_products, "pyhessian_tol": tol,
             "pyhessian_ms": pyh_ms, "pyhessian_rel_err": max(rel(pyh_values)), "pyhessian_products": pyh_products,
-            "speedup": pyh_ms / ours_ms, "linearise_ms": build_ms, "hvp_ms": hvp_ms}
+            "speedup": pyh_ms / ours_ms, "linearise_ms": build_ms, "hvp_ms": hvp_ms} | profile
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """The profiler's C++ side prints start/stop lines (and, on a CPU-only machine, a GPU-count error) to
+    file descriptor 2; they are not ours to show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def hvp_profile(op, v: torch.Tensor, steps: int) -> dict:
+    """Where one Hessian-vector product's time goes (CPU): the share spent in matrix products and how many
+    it runs per time step of the trial. Near 1 and near the minimum count, a product cannot get much cheaper."""
+    if CUDA:
+        return {"hvp_matmul_share": None, "hvp_matmuls_per_step": None}
+    op.matvec(v)  # warm
+    with native_stderr_silenced(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        op.matvec(v)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = [e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+    return {"hvp_matmul_share": sum(e.self_cpu_time_total for e in matmul) / total,
+            "hvp_matmuls_per_step": sum(e.count for e in matmul) / steps}
 
 
 class counted_pyhessian_products:
@@ -293,33 +323,24 @@ class counted_pyhessian_products:
         self.module.hessian_vector_product = self.original
 
 
-def cadence_table(task: str, step_ms: float, repeats: int, extra: list[str], curvature_ms: float | None = None
-                  ) -> dict:
-    """Cost of the default measurements over a default run, from their measured unit costs."""
-    cfg, dm, module = setup([f"task={task}", "logger=none", *extra])
-    net, objective = module.net.to(DEVICE), module.objective
-    gen = Generalization(cfg.eval_every)
-
-    class Fake:  # what the callbacks read from a trainer
-        datamodule = dm
-    ms_eval, _ = time_call(lambda: gen.measure(Fake, module), repeats)
-    batch = dm.curvature_batch(cfg.curvature.batch_size, cfg.seed)
-    c = cfg.curvature
-    if curvature_ms is None:  # a cold measurement; the along-run mean (warm-started) when given
-        curvature_ms, _ = time_call(lambda: top_eigenvalues(net, objective, batch, c.params, c.k, c.tol, c.max_iter),
-                                    repeats)
-    ms_curv = curvature_ms
-    train_batch = dm.train_set.batch(slice(0, dm.batch_size))
-    ms_align, _ = time_call(lambda: gradients(module, train_batch), repeats)
-    steps = cfg.trainer.max_steps
-    n_eval = steps // cfg.eval_every + 1 if cfg.eval_every else 2
-    n_curv = steps // c.every_n_steps + 1 if c.every_n_steps else 2
-    n_align = steps // cfg.alignment.every_n_steps if cfg.alignment.every_n_steps else 1
-    measure_ms = n_eval * ms_eval + n_curv * ms_curv + n_align * ms_align
-    train_ms = steps * step_ms
-    return {"task": task, "eval_ms": ms_eval, "n_eval": n_eval, "curvature_ms": ms_curv, "n_curvature": n_curv,
-            "alignment_ms": ms_align, "n_alignment": n_align, "measure_s": measure_ms / 1000,
-            "train_s": train_ms / 1000, "fraction_of_run": measure_ms / (measure_ms + train_ms)}
+def cadence_table(task: str, extra: list[str]) -> dict:
+    """The measurements' share of a real default run (`python train.py task=<task>`: BPTT, the task's default
+    cadences), from the seconds each measurement callback spent, as its summary.json `timing` records them."""
+    cmd = [sys.executable, "train.py", f"task={task}", "logger=none", *TRAINER, *extra]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(cmd + [f"hydra.run.dir={tmp}"], cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
+                       check=True, capture_output=True)
+        summary = json.loads(Path(tmp, "summary.json").read_text())
+    timing, history = summary["timing"], summary["history"]
+    counts = {"generalization": len(history.get("train_loss", [])), "curvature": len(history.get("lambda_max", [])),
+              "alignment": len(history.get("rho", []))}
+    measure = timing["measure_s"]
+    each = {k: 1000 * measure.get(k, 0.0) / n if n else 0.0 for k, n in counts.items()}
+    return {"task": task, "eval_ms": each["generalization"], "n_eval": counts["generalization"],
+            "curvature_ms": each["curvature"], "n_curvature": counts["curvature"],
+            "alignment_ms": each["alignment"], "n_alignment": counts["alignment"],
+            "measure_s": sum(measure.values()), "train_s": timing["loop_s"] - sum(measure.values()),
+            "fraction_of_run": timing["measure_share"]}
 
 
 def default_run_wall(extra: list[str]) -> dict:
@@ -358,8 +379,7 @@ def main(argv=None) -> dict:
         along = curvature_along_run(task, 1 if args.tiny else 2, tiny + short)
         results["along_run"].append(along)
         results["curvature"].append(curvature_table(task, repeats, 0 if args.tiny else 200, tiny))
-        plain = next(r["ms_per_step"] for r in rows if r["what"] == "plain")
-        results["cadence"].append(cadence_table(task, plain, repeats, tiny, along["ours_ms_each"]))
+        results["cadence"].append(cadence_table(task, tiny + short))
     extra = ["trainer.max_steps=20", "model.hidden_size=16"] if args.tiny else []
     results["default_run"] = default_run_wall(extra)
     results["tiny"] = args.tiny
@@ -372,6 +392,10 @@ def main(argv=None) -> dict:
 def machine() -> dict:
     return {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def print_tables(results: dict) -> None:
@@ -389,13 +413,15 @@ def print_tables(results: dict) -> None:
             print(f"| {r['task']} | {r['what']} | {r['ms_per_step']:.2f} | {r['ratio_vs_plain']:.2f} |")
     print("\nlambda_1 along a default run (every measurement point, each checked against a converged reference):"
           "\n| task | points (steps) | ours ms (max rel err) | ours HVPs warm / cold | PyHessian ms (tol, max rel err) "
-          "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms | 1 linearisation ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms | 1 linearisation ms | HVP in matmuls | matmuls per time step "
+          "|\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["along_run"]:
         print(f"| {r['task']} | {len(r['steps'])} ({r['steps'][0]}..{r['steps'][-1]}) | {r['ours_ms']:.0f} "
               f"({r['ours_rel_err']:.1e}) | {sum(r['warm_products'])} / {sum(r['cold_products'])} | "
               f"{r['pyhessian_ms']:.0f} ({r['pyhessian_tol']:.0e}, {r['pyhessian_rel_err']:.1e}) | "
               f"{sum(r['pyhessian_products'])} | {sum(r['pyhessian_products']) / sum(r['warm_products']):.1f}x | "
-              f"{r['speedup']:.1f}x | {r['hvp_ms']:.1f} | {r['linearise_ms']:.1f} |")
+              f"{r['speedup']:.1f}x | {r['hvp_ms']:.1f} | {r['linearise_ms']:.1f} | {percent(r['hvp_matmul_share'])} | "
+              f"{'-' if r['hvp_matmuls_per_step'] is None else format(r['hvp_matmuls_per_step'], '.1f')} |")
     print("\n| task | eigenvalues | lambda_1 | lanczos ms (rel err) | pyhessian ms (rel err) | speed-up |"
           "\n|---|---|---:|---:|---:|---:|")
     for r in results["curvature"]:
@@ -404,7 +430,8 @@ def print_tables(results: dict) -> None:
         print(f"| {r['task']} | top-3 | {r['lambda_ref']:.4g} | {r['top3_lanczos_ms']:.0f} "
               f"({r['top3_lanczos_rel_err']:.1e}) | {r['top3_pyhessian_ms']:.0f} ({r['top3_pyhessian_rel_err']:.1e}) | "
               f"{r['top3_speedup']:.1f}x |")
-    print("\n| task | eval ms x n | lambda_1 ms x n | alignment ms x n | measurements s | training s | share |"
+    print("\nmeasurements in a default run (`python train.py task=<task>`, its summary.json `timing`):"
+          "\n| task | eval ms x n | lambda_1 ms x n | alignment ms x n | measurements s | training s | share |"
           "\n|---|---:|---:|---:|---:|---:|---:|")
     for r in results["cadence"]:
         print(f"| {r['task']} | {r['eval_ms']:.0f} x {r['n_eval']} | {r['curvature_ms']:.0f} x {r['n_curvature']} | "

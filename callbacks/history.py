@@ -5,6 +5,8 @@ import math
 
 import pytorch_lightning as pl
 
+from callbacks.timing import Timed
+
 
 def merged_history(trainer) -> dict[str, list[list[float]]]:
     """Every measurement callback's history in one dict (each metric key belongs to one callback)."""
@@ -14,7 +16,7 @@ def merged_history(trainer) -> dict[str, list[list[float]]]:
     return merged
 
 
-class HistoryCallback(pl.Callback):
+class HistoryCallback(Timed, pl.Callback):
     """Base for measurement callbacks: records values, logs them with self.log, survives resume.
 
     Subclasses implement measure(trainer, pl_module, batch) -> {key: value} (slash-namespaced keys) and
@@ -56,7 +58,8 @@ class HistoryCallback(pl.Callback):
         step = trainer.global_step
         if not self.due(step, trainer.max_steps):
             return
-        values = self.measure(trainer, pl_module, batch)
+        with self.timed(pl_module.device):
+            values = self.measure(trainer, pl_module, batch)
         self.measured_steps.append(step)
         for key, value in values.items():
             value = float(value)
@@ -66,8 +69,9 @@ class HistoryCallback(pl.Callback):
 
     # ----- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"history": self.history, "measured_steps": self.measured_steps}
+        return {"history": self.history, "measured_steps": self.measured_steps, "seconds": self.seconds}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = {k: [list(p) for p in v] for k, v in state_dict["history"].items()}
         self.measured_steps = list(state_dict["measured_steps"])
+        self.seconds = float(state_dict.get("seconds", 0.0))

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.history import merged_history
+from callbacks.timing import timing
 
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 
@@ -84,7 +85,7 @@ def build_summary(status: str, config: dict, history: dict, steps: int, wall_tim
     # over the run; an exact rule's estimate is the gradient, so both are 1 when alignment was not measured
     summary["rho_mean"] = finite_mean(history, "align/rho", 1.0 if exact_rule else None)
     summary["norm_ratio_mean"] = finite_mean(history, "align/norm_ratio", 1.0 if exact_rule else None)
-    summary.update({"stop_target": None, "stopped_at": None, "warnings": []} | (extra or {}))
+    summary.update({"stop_target": None, "stopped_at": None, "warnings": [], "timing": None} | (extra or {}))
     summary["history"] = {history_name(k): v for k, v in history.items()}
     summary.update({"error": error, "wall_time_s": wall_time_s, "versions": versions(), "config": config})
     return clean(summary)
@@ -113,24 +114,33 @@ class RunRecord(pl.Callback):
         self.out_dir, self.config = Path(out_dir), config
         self.start = time.time()
         self.earlier_wall_s = 0.0  # wall time of the run before the checkpoint it resumed
+        self.loop_start: float | None = None  # when this process's training loop began
+        self.earlier_loop_s = 0.0  # training-loop time before the checkpoint it resumed
         self.written_status: str | None = None
         self.error: str | None = None
 
     def wall_time_s(self) -> float:
         return self.earlier_wall_s + time.time() - self.start
 
+    def loop_s(self) -> float:
+        return self.earlier_loop_s + (time.time() - self.loop_start if self.loop_start is not None else 0.0)
+
     def state_dict(self) -> dict:
-        return {"wall_time_s": self.wall_time_s()}
+        return {"wall_time_s": self.wall_time_s(), "loop_s": self.loop_s()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.earlier_wall_s = float(state_dict.get("wall_time_s", 0.0))
+        self.earlier_loop_s = float(state_dict.get("loop_s", 0.0))
+
+    def on_train_start(self, trainer, pl_module):
+        self.loop_start = time.time()
 
     def write(self, trainer, pl_module, status: str, error: str | None = None) -> None:
         if trainer.global_rank != 0:
             return
         rule = getattr(pl_module, "rule", None)
         exact = bool(getattr(rule, "exact", False))
-        extra = {"warnings": list(getattr(rule, "warnings", []))}
+        extra = {"warnings": list(getattr(rule, "warnings", [])), "timing": timing(self.loop_s(), trainer.callbacks)}
         for cb in trainer.callbacks:  # the matched point, when the run had a stop target
             if callable(getattr(cb, "summary", None)):
                 extra |= cb.summary()

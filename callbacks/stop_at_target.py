@@ -22,6 +22,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from callbacks.generalization import evaluate
+from callbacks.timing import Timed
 from modules.run_records import run_dirs, wait_for
 
 # config key -> (set, score, direction): reached when score >= target (+1) or <= target (-1)
@@ -62,7 +63,7 @@ def requested_targets(cfg) -> list[str]:
     return [k for k in TARGETS if cfg.get(k) is not None or cfg.get(f"{k}_from") is not None]
 
 
-class StopAtTarget(pl.Callback):
+class StopAtTarget(Timed, pl.Callback):
     def __init__(self, key: str, target: float, check_every: int = 10):
         if key not in TARGETS:
             raise ValueError(f"unknown stop target {key!r}; choose one of: {', '.join(TARGETS)}")
@@ -97,10 +98,8 @@ class StopAtTarget(pl.Callback):
         if self.stopped_at is not None or step % self.check_every:
             return
         dm, net = trainer.datamodule, pl_module.net
-        was_training = net.training
-        net.eval()
-        value = evaluate(net, dm.train_set if self.split == "train" else dm.test_set, dm.loss)[self.score]
-        net.train(was_training)
+        with self.timed():
+            value = evaluate(net, dm.train_set if self.split == "train" else dm.test_set, dm.loss)[self.score]
         if self.reached(value):
             self.stopped_at = step
             trainer.should_stop = True
@@ -110,8 +109,9 @@ class StopAtTarget(pl.Callback):
         return {"stop_target": {"metric": self.metric, "target": self.target}, "stopped_at": self.stopped_at}
 
     def state_dict(self) -> dict:
-        return {"stopped_at": self.stopped_at, "target": self.target}
+        return {"stopped_at": self.stopped_at, "target": self.target, "seconds": self.seconds}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stopped_at = state_dict.get("stopped_at")
         self.target = float(state_dict.get("target", self.target))  # a resumed run keeps its target
+        self.seconds = float(state_dict.get("seconds", 0.0))

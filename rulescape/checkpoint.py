@@ -33,7 +33,8 @@ RESUME_MAY_CHANGE = ("ckpt_path", "trainer", "eval_every", "checkpoint_every", "
                      "callbacks", "curvature", "alignment", "stop_at_test_acc", "stop_at_train_acc",
                      "stop_at_train_loss", "stop_at_test_loss", "stop_at_train_acc_from",
                      "stop_at_train_loss_from", "stop_at_test_acc_from", "stop_at_test_loss_from",
-                     "stop_check_every", "stop_wait_s", "study_arm")
+                     "stop_check_every", "stop_wait_s", "study_arm",
+                     "task.eval_every", "task.curvature_every", "task.alignment_every")  # the task's cadences
 
 
 def safe_load(path: str | Path, what: str = "ckpt_path") -> dict:
@@ -106,7 +107,7 @@ def check_checkpoint(path: str | None, config: dict) -> dict | None:
     # what kind of run it is first (rule, task, network), then top-level keys (seed) before task.seed
     kind = ("rule.name", "task.name", "model.hidden_size", "model.dale", "float64")
     for key in sorted(theirs, key=lambda k: (k not in kind, k.count("."), k)):
-        if key.split(".")[0] in RESUME_MAY_CHANGE or key not in mine:
+        if key.split(".")[0] in RESUME_MAY_CHANGE or key in RESUME_MAY_CHANGE or key not in mine:
             continue
         if mine[key] != theirs[key]:
             raise ConfigError(f"ckpt_path={path!r} was saved with {key}={theirs[key]!r} but this run has "

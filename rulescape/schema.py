@@ -77,6 +77,9 @@ class TaskConfig:
     lr: float = 0.1
     max_steps: int = 3000
     l2: float = 0.0
+    eval_every: int = 200
+    curvature_every: int = 500
+    alignment_every: int = 50
     train_size: int = 256
     test_size: int = 1024
     noise: Optional[float] = None

@@ -58,6 +58,22 @@ def test_bptt_has_rho_one_and_no_orthogonal_error():
     assert not any(k.startswith("theory/") for k in out)  # Theorem 1 lives at curvature steps (theory.py)
 
 
+@pytest.mark.parametrize("noise_std", [0.0, 0.3])
+def test_bptt_surrogate_gradient_is_the_exact_gradient_that_alignment_reuses(noise_std):
+    """BPTT declares surrogate_is_objective, so alignment does not compute its estimate a second time:
+    that is only right while the surrogate's gradient equals the exact one (a noisy net measures noiselessly)."""
+    from callbacks.alignment import gradients
+    module, batch = module_for("bptt")
+    module.net.noise_std = noise_std
+    assert module.rule.surrogate_is_objective
+    g_hat, g = gradients(module, batch)
+    (direct,) = torch.autograd.grad(module.rule.surrogate(module.net, batch, module.objective).surrogate,
+                                    module.net.W_h)
+    assert g_hat is g and torch.equal(direct, g)
+    others = [build_rule(name, module.net) for name in ("eprop", "rflo", "mdgl")]
+    assert not any(r.surrogate_is_objective for r in others + [build_rule("bptt_scaled", module.net, rho=0.5)])
+
+
 def test_scaled_bptt_rho_is_the_rule_rho():
     module, batch = module_for("bptt_scaled", rho=0.37)
     out = measure(module, batch)

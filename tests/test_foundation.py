@@ -24,7 +24,7 @@ QUICK = ["logger=none", "trainer.enable_progress_bar=false",
 
 RECORD_FIELDS = {"status", "rule", "task", "seed", "steps", "lr", "config", "train_acc", "test_acc",
                  "gap_acc", "train_loss", "test_loss", "gap_loss", "lambda_max", "rho_mean", "history",
-                 "wall_time_s", "versions"}
+                 "wall_time_s", "timing", "versions"}
 
 
 @pytest.mark.parametrize("group", GROUPS + ["experiment"])
@@ -55,6 +55,10 @@ def test_short_run_writes_the_documented_record(tmp_path):
     assert summary["rho_mean"] == 1.0  # bptt is the exact gradient
     assert summary["config"]["model"]["hidden_size"] == 16
     assert set(summary["versions"]) == {"torch", "lightning", "rulescape"}
+    timing = summary["timing"]  # where the run's time went: every measurement callback, and their share
+    assert set(timing["measure_s"]) == {"generalization", "curvature", "alignment", "theory"}
+    assert all(v >= 0 for v in timing["measure_s"].values()) and timing["measure_s"]["curvature"] > 0
+    assert timing["measure_share"] == pytest.approx(sum(timing["measure_s"].values()) / timing["loop_s"], abs=0.01)  # of rounded values
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -63,7 +67,7 @@ def test_same_seed_gives_identical_summaries(tmp_path):
     b = train(compose_config(QUICK + ["seed=3"]), tmp_path / "b")
     c = train(compose_config(QUICK + ["seed=4"]), tmp_path / "c")
     for s in (a, b, c):
-        s.pop("wall_time_s")
+        s.pop("wall_time_s"), s.pop("timing")
     assert a == b
     assert a["history"]["train_loss"] != c["history"]["train_loss"]
 

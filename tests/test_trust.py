@@ -266,6 +266,10 @@ def test_resume_into_its_own_directory_keeps_wall_time_and_prints_the_resume_com
                                                                                      caplog):
     part, resumed, run = interrupt_then_resume(tmp_path, monkeypatch, ["eval_every=2"])
     assert resumed["wall_time_s"] >= part["wall_time_s"]
+    assert resumed["timing"]["loop_s"] >= part["timing"]["loop_s"] > 0  # the timing spans the resume, too
+    for name, seconds in part["timing"]["measure_s"].items():
+        assert resumed["timing"]["measure_s"][name] >= seconds
+    assert 0 < resumed["timing"]["measure_share"] < 1
     assert resumed["config"]["eval_every"] == 2
     message = next(r.getMessage() for r in caplog.records if "resume with" in r.getMessage())
     assert part["error"] in message, "the message names the interruption as the record does"

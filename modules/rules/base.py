@@ -42,6 +42,9 @@ class Rule(nn.Module):
 
     name: str = ""
     exact: bool = False  # True when the estimate is the exact gradient (rho = 1 by construction)
+    # True when the surrogate *is* the exact objective of the same forward pass (BPTT): a measurement may
+    # then reuse the exact gradient instead of computing the same one twice
+    surrogate_is_objective: bool = False
 
     def __init__(self, net: RateRNN):
         super().__init__()

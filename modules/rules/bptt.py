@@ -7,6 +7,7 @@ from modules.rules.base import Estimate, Rule
 class BPTT(Rule):
     name = "bptt"
     exact = True
+    surrogate_is_objective = True  # alignment reuses the exact gradient (tests/test_alignment.py checks they agree)
 
     def surrogate(self, net, batch, objective, noise=None):
         y_hat, _ = net(batch[0], noise=noise)
