@@ -67,6 +67,33 @@ def test_lanczos_top3_equals_dense_eigvalsh(params, names, l2):
     assert top1[0] == pytest.approx(float(expected[0]), rel=1e-4)
 
 
+@pytest.mark.parametrize("activation,dale,loss,alpha,l2", [
+    ("relu", False, "ce", 0.3, 0.0), ("relu", True, "mse", 1.0, 0.01), ("tanh", True, "ce", 0.5, 0.01),
+    ("tanh", False, "mse", 1.0, 0.0), ("softplus", True, "mse", 0.3, 0.05), ("softplus", False, "ce", 1.0, 0.0)])
+def test_hand_written_hessian_products_equal_autograd(activation, dale, loss, alpha, l2):
+    """modules/recurrent_hessian.py (R-operator by hand, used for W_h by default) against torch.func's
+    reverse-over-reverse products, in float64: products (one and several at once) and the gradient.
+    Trials have different loss steps; Dale's law makes W_h's map to the effective weights sign-dependent."""
+    torch.manual_seed(3)
+    net = RateRNN(3, 7, 4, alpha=alpha, activation=activation, dale=dale, readout_scale=1.0).double()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 6, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (5, 6), generator=g) if loss == "ce" else torch.randn(5, 6, 4, generator=g,
+                                                                                   dtype=torch.float64)
+    mask = torch.zeros(5, 6, dtype=torch.float64)
+    mask[:, -2:], mask[0, 1], mask[3, 2] = 1.0, 1.0, 1.0
+    objective = Objective(loss, l2)
+    ours = HessianOperator(net, objective, (x, y, mask), "recurrent")
+    ref = HessianOperator(net, objective, (x, y, mask), "recurrent", method="autograd")
+    assert ours._analytic is not None and ref._analytic is None
+    vs = torch.randn(3, ours.dim, generator=g, dtype=torch.float64)
+    want = torch.stack([ref.matvec(v) for v in vs])
+    torch.testing.assert_close(ours.matmat(vs), want, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(ours.matvec(vs[0]), want[0], rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(ours.gradient, ref.gradient, rtol=1e-10, atol=1e-13)
+    assert ours.products == 4
+
+
 def test_lanczos_finds_largest_algebraic_not_largest_magnitude():
     g = torch.Generator().manual_seed(1)
     q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
