@@ -300,7 +300,7 @@ def hvp_profile(op, v: torch.Tensor, steps: int) -> dict:
         op.matvec(v)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    matmul = [e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+    matmul = [e for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::baddbmm_")]
     return {"hvp_matmul_share": sum(e.self_cpu_time_total for e in matmul) / total,
             "hvp_matmuls_per_step": sum(e.count for e in matmul) / steps}
 
