@@ -18,7 +18,10 @@ rank, stream): reproducible, exact on resume, and measurements draw their own pe
 """
 from __future__ import annotations
 
+import math
+
 import torch
+from torch.nn import functional as F
 
 from modules.rules import register
 from modules.rules.base import Estimate, StochasticRule
@@ -27,12 +30,24 @@ from modules.rules.rtrl import presynaptic, readout_part, rollout, with_estimate
 
 
 @torch.no_grad()
-def perturbed_rates(net, x: torch.Tensor, noise, zeta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rates (B, T, N) of the clean and the perturbed pass, run as one pass over the batch twice
-    (one matmul of 2B rows per step instead of two loops of B)."""
-    noise = None if noise is None else torch.cat([noise, noise])
-    _, r = rollout(net, torch.cat([x, x]), noise, perturbation=zeta, states=False)  # zeta on the second copy
-    return r[:x.shape[0]], r[x.shape[0]:]
+def paired_rates(net, x: torch.Tensor, noise, zeta: torch.Tensor) -> torch.Tensor:
+    """Rates of the clean and the perturbed pass (2, B, T, N) from one loop over both: one matmul of 2B rows
+    per step, the input drive computed once, zeta (B, T, N) added to the second's u_t. The operations of
+    RateRNN's forward pass, so the clean rates are the network's."""
+    alpha, w_t = net.alpha, net.recurrent_weight().T
+    drive = F.linear(x, net.W_x, net.b)
+    if noise is not None:
+        drive = drive + (net.noise_std / math.sqrt(alpha)) * noise
+    h = x.new_zeros(2, x.shape[0], net.hidden_size)
+    r, rates = h, x.new_empty(2, x.shape[0], x.shape[1], net.hidden_size)
+    for t in range(x.shape[1]):
+        u = r @ w_t
+        u += drive[:, t]   # both passes
+        u[1] += zeta[:, t]  # the perturbed one
+        h = u if alpha == 1.0 else (1.0 - alpha) * h + alpha * u
+        r = net.f(h)
+        rates[:, :, t] = r
+    return rates
 
 
 @torch.no_grad()
@@ -41,7 +56,7 @@ def loss_change(net, batch, objective, r_clean: torch.Tensor, r_perturbed: torch
     """(L_b(zeta) - L_b(0)) / sigma^2 for every trial b (B,): the learning signal."""
     _, y, mask = batch
     return (trial_losses(objective.loss, net.readout(r_perturbed), y, mask)
-            - trial_losses(objective.loss, net.readout(r_clean), y, mask)) / sigma ** 2
+            - trial_losses(objective.loss, net.readout(r_clean), y, mask)) / sigma ** 2  # rates (B, T, N)
 
 
 @torch.no_grad()
@@ -69,16 +84,16 @@ class NodePerturbation(StochasticRule):
         gen = generator if generator is not None else self.generator(x.device)
         shape = (x.shape[0], x.shape[1], net.hidden_size)
         zeta = self.sigma * torch.randn(shape, generator=gen, device=x.device, dtype=x.dtype)
-        r, r_perturbed = perturbed_rates(net, x, noise, zeta)
+        r, r_perturbed = paired_rates(net, x, noise, zeta)                # (B, T, N) each
         loss, y_hat, _ = readout_part(net, r, batch, objective)
         with torch.no_grad():
-            # sum_b signal_b sum_t zeta_{b,t} z_{b,t}^T as one (N x BT) @ (BT x Z) product: the per-trial
-            # estimates (perturbation_estimates) are never formed
             signal = loss_change(net, batch, objective, r, r_perturbed, self.sigma)
+            # sum_b signal_b sum_t zeta_{b,t} z_{b,t}^T with z_t = [r_{t-1}, x_t, 1], part by part, each one
+            # (N x BT) @ (BT x .) product (r_0 = 0); the per-trial estimates are never formed
             weighted = zeta.mul_(signal[:, None, None])
-            # z_t = [r_{t-1}, x_t, 1] taken part by part (no concatenated (B, T, Z) copy); r_0 = 0
-            parts = [torch.einsum("btp,btq->pq", weighted[:, 1:], r_perturbed[:, :-1]),
-                     torch.einsum("btp,btq->pq", weighted, x)]
+            n, n_in = net.hidden_size, net.input_size
+            parts = [weighted[:, 1:].reshape(-1, n).T @ r_perturbed[:, :-1].reshape(-1, n),
+                     weighted.reshape(-1, n).T @ x.reshape(-1, n_in)]
             if net.b is not None:
                 parts.append(weighted.sum((0, 1))[:, None])
             grad = torch.cat(parts, 1)
