@@ -134,9 +134,10 @@ class RecurrentHessian:
         m, batch, steps = v.shape[0], psi.shape[0], psi.shape[1]
         rh = rr = psi.new_zeros(m, batch, psi.shape[2])                # Rh_{-1} = Rr_{-1} = 0
         rhs, rrs = [], []
-        for t in range(steps):
-            ru = r_prev[:, t] @ v_t + rr @ w.T
-            rh = ru if a == 1.0 else (1.0 - a) * rh + a * ru
+        w_t = w.T.expand(m, -1, -1)
+        for t in range(steps):  # in-place where a fresh tensor is already at hand: fewer passes over memory
+            ru = torch.baddbmm(r_prev[:, t] @ v_t, rr, w_t)
+            rh = ru if a == 1.0 else ru.mul_(a).add_(rh, alpha=1.0 - a)
             rr = psi[:, t] * rh
             rhs.append(rh)
             rrs.append(rr)
@@ -155,14 +156,15 @@ class RecurrentHessian:
             base = {t: signal[:, :, i] for i, t in enumerate(self.loss_steps)}
         result = torch.zeros_like(v)
         rgh = torch.zeros_like(rh)                                     # Rgh_T = 0
+        w_m = w.expand(m, -1, -1)
         for t in range(steps - 1, -1, -1):
-            rgr = a * (self.gh_next[:, t] @ v + rgh @ w)
+            rgr = torch.baddbmm(self.gh_next[:, t] @ v, rgh, w_m).mul_(a)
             if t in base:
-                rgr = rgr + base[t]
-            new = psi[:, t] * rgr
+                rgr += base[t]
+            new = rgr.mul_(psi[:, t])
             if self.curv_state is not None:
-                new = new + self.curv_state[:, t] * rhs[t]
-            rgh = new if a == 1.0 else new + (1.0 - a) * rgh
+                new.addcmul_(self.curv_state[:, t], rhs[t])
+            rgh = new if a == 1.0 else new.add_(rgh, alpha=1.0 - a)
             # a (Rgh_t^T r_{t-1} + gh_t^T Rr_{t-1}), accumulated step by step (r_{-1} = Rr_{-1} = 0)
             if t:
                 result.baddbmm_(rgh.transpose(1, 2), r_prev[:, t].expand(m, -1, -1), alpha=a)
