@@ -91,8 +91,12 @@ class StepTimer(pl.Callback):
         self.end = now()
 
 
-def lightning_step_ms(overrides: list[str], steps: int, warmup: int) -> float:
+def lightning_step_ms(overrides: list[str], steps: int, warmup: int, empty: bool = False) -> float:
+    """ms per step through the LightningModule and Trainer loop; empty=True: a training step that only steps
+    the optimizer (no forward, no backward), i.e. the cost of Lightning's loop and the batch fetch alone."""
     cfg, dm, module = setup(overrides + [f"trainer.max_steps={steps + warmup}"])
+    if empty:
+        module.training_step = lambda batch, batch_idx: module.optimizers().step()
     timer = StepTimer(warmup)
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, max_steps=steps + warmup, max_epochs=-1,
                          callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -123,10 +127,11 @@ def plain_step_ms(overrides: list[str], steps: int, warmup: int) -> float:
 def train_step_table(task: str, steps: int, warmup: int, repeats: int, extra: list[str]) -> list[dict]:
     """Median over repeats, rules and the baseline interleaved so that drift hits all alike."""
     base = [f"task={task}", "logger=none", *extra]
-    times: dict[str, list[float]] = {"plain": [], **{r: [] for r in RULES}}
+    times: dict[str, list[float]] = {"plain": [], "lightning loop (empty step)": [], **{r: [] for r in RULES}}
     skipped: dict[str, str] = {}
     for _ in range(repeats):
         times["plain"].append(plain_step_ms(base, steps, warmup))
+        times["lightning loop (empty step)"].append(lightning_step_ms(base, steps, warmup, empty=True))
         for rule in RULES:
             if rule in skipped:
                 continue
@@ -369,7 +374,7 @@ def main(argv=None) -> dict:
     quiet_third_party()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no per-Trainer banners in the table
     torch.set_num_threads(1)  # what a run uses (threads=1): one process per run is fastest here
-    steps, warmup, repeats = (5, 2, 1) if args.tiny else (60, 10, 3)
+    steps, warmup, repeats = (5, 2, 1) if args.tiny else (100, 10, 5)
     results = {"machine": machine(), "train_step": [], "along_run": [], "curvature": [], "cadence": []}
     for task in args.tasks:
         tiny = ["model.hidden_size=16", "task.train_size=64", "task.batch_size=16"] if args.tiny else []
@@ -378,7 +383,7 @@ def main(argv=None) -> dict:
         short = ["trainer.max_steps=40", "curvature.every_n_steps=10"] if args.tiny else []
         along = curvature_along_run(task, 1 if args.tiny else 2, tiny + short)
         results["along_run"].append(along)
-        results["curvature"].append(curvature_table(task, repeats, 0 if args.tiny else 200, tiny))
+        results["curvature"].append(curvature_table(task, min(repeats, 3), 0 if args.tiny else 200, tiny))
         results["cadence"].append(cadence_table(task, tiny + short))
     extra = ["trainer.max_steps=20", "model.hidden_size=16"] if args.tiny else []
     results["default_run"] = default_run_wall(extra)
