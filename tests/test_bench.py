@@ -16,12 +16,16 @@ def test_bench_tiny_prints_every_table_and_writes_json(tmp_path):
         assert heading in result.stdout
     data = json.loads(out.read_text())
     steps = {row["what"]: row for row in data["train_step"]}
-    assert set(steps) == {"plain", *RULES}  # every registered rule is timed (or skipped with a reason)
+    # every registered rule is timed (or skipped with a reason), beside the baseline and Lightning's own loop
+    assert set(steps) == {"plain", "lightning loop (empty step)", *RULES}
     assert all(row.get("ms_per_step", 0) > 0 or row["skipped"] for row in steps.values())
     along = data["along_run"][0]
     assert along["steps"] == [0, 10, 20, 30, 40]
     assert along["ours_rel_err"] < 1e-4 and along["pyhessian_rel_err"] < 1e-4
     assert len(along["warm_products"]) == len(along["cold_products"]) == 5
+    if not data["machine"]["cuda"]:  # the profile is taken on the CPU only
+        assert along["hvp_matmuls_per_step"] == 6.0  # the hand-written product: 6 matrix products per step
+    assert along["autograd_hvp_ms"] > 0 and along["autograd_linearise_ms"] > 0
     curvature = data["curvature"][0]
     assert curvature["lanczos_rel_err"] < 1e-4 and curvature["pyhessian_rel_err"] < 1e-4
     assert 0 < data["cadence"][0]["fraction_of_run"] < 1
