@@ -53,10 +53,11 @@ def paired_rates(net, x: torch.Tensor, noise, zeta: torch.Tensor) -> torch.Tenso
 @torch.no_grad()
 def loss_change(net, batch, objective, r_clean: torch.Tensor, r_perturbed: torch.Tensor,
                 sigma: float) -> torch.Tensor:
-    """(L_b(zeta) - L_b(0)) / sigma^2 for every trial b (B,): the learning signal."""
+    """(L_b(zeta) - L_b(0)) / sigma^2 for every trial b (B,) from the two passes' rates (B, T, N): the
+    learning signal."""
     _, y, mask = batch
     return (trial_losses(objective.loss, net.readout(r_perturbed), y, mask)
-            - trial_losses(objective.loss, net.readout(r_clean), y, mask)) / sigma ** 2  # rates (B, T, N)
+            - trial_losses(objective.loss, net.readout(r_clean), y, mask)) / sigma ** 2
 
 
 @torch.no_grad()

@@ -30,11 +30,9 @@ from modules.rules.base import Estimate, Rule
 
 
 def rollout(net, x: torch.Tensor, noise: torch.Tensor | None = None,
-            perturbation: torch.Tensor | None = None, states: bool = True
-            ) -> tuple[torch.Tensor | None, torch.Tensor]:
+            perturbation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """h and r (B, T, N) of the network's exact forward pass (the same operations as RateRNN._loop), with an
-    optional `perturbation` (B', T, N) added to the input u_t of the last B' <= B trials (node perturbation;
-    B' < B only without autograd). states=False skips h (returned as None)."""
+    optional `perturbation` (B, T, N) added to every unit's input u_t (node perturbation)."""
     alpha = net.alpha
     w_h = net.recurrent_weight()
     drive = F.linear(x, net.W_x, net.b)
@@ -42,21 +40,16 @@ def rollout(net, x: torch.Tensor, noise: torch.Tensor | None = None,
         drive = drive + (net.noise_std / math.sqrt(alpha)) * noise
     h = x.new_zeros(x.shape[0], net.hidden_size)
     r = h
-    first = x.shape[0] - (perturbation.shape[0] if perturbation is not None else 0)
     hs, rs = [], []
     for t, drive_t in enumerate(drive.unbind(1)):
         u = drive_t + r @ w_h.T
         if perturbation is not None:
-            if first:
-                u[first:] += perturbation[:, t]
-            else:
-                u = u + perturbation[:, t]
+            u = u + perturbation[:, t]
         h = u if alpha == 1.0 else (1.0 - alpha) * h + alpha * u
         r = net.f(h)
-        if states:
-            hs.append(h)
+        hs.append(h)
         rs.append(r)
-    return (torch.stack(hs, 1) if states else None), torch.stack(rs, 1)
+    return torch.stack(hs, 1), torch.stack(rs, 1)
 
 
 def slopes(net, h: torch.Tensor) -> torch.Tensor:
