@@ -423,8 +423,8 @@ def print_tables(results: dict) -> None:
             print(f"| {r['task']} | {r['what']} | {r['ms_per_step']:.2f} | {r['ratio_vs_plain']:.2f} |")
     print("\nlambda_1 along a default run (every measurement point, each checked against a converged reference):"
           "\n| task | points (steps) | ours ms (max rel err) | ours HVPs warm / cold | PyHessian ms (tol, max rel err) "
-          "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms (autograd) | 1 linearisation ms (autograd) | HVP in matmuls "
-          "| matmuls per time step |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms (autograd) | 1 linearisation ms (autograd) "
+          "| HVP in matmuls | matmuls per time step |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results["along_run"]:
         print(f"| {r['task']} | {len(r['steps'])} ({r['steps'][0]}..{r['steps'][-1]}) | {r['ours_ms']:.0f} "
               f"({r['ours_rel_err']:.1e}) | {sum(r['warm_products'])} / {sum(r['cold_products'])} | "

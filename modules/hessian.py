@@ -71,7 +71,7 @@ class HessianOperator:
     """H = d^2 objective / d theta^2 at the network's current weights, theta = the chosen parameters.
 
     method "auto" (default): the hand-written products of modules/recurrent_hessian.py for W_h alone (the
-    study's curvature; ~10-20% faster products and up to 2x faster linearisation), torch.func's
+    study's curvature; 15-24% faster products, up to 46% faster linearisation: bench.py), torch.func's
     reverse-over-reverse otherwise; "analytic" / "autograd" force one (tests compare them).
 
     matvec(v): v flat (dim,) -> H v flat (dim,), on the parameters' device and dtype; matmat(V): rows
@@ -89,9 +89,11 @@ class HessianOperator:
         batch = prepare_batch(batch, net)
         self.products = 0
         self._analytic = None
-        analytic_ok = params == "recurrent" and type(objective) is Objective and recurrent_hessian.supported(net, objective)
+        analytic_ok = (params == "recurrent" and type(objective) is Objective
+                       and recurrent_hessian.supported(net, objective))
         if method == "analytic" and not analytic_ok:
-            raise ValueError("method='analytic' covers params='recurrent' with relu/tanh/softplus and a ce/mse Objective")
+            raise ValueError("method='analytic' covers params='recurrent' with relu/tanh/softplus and a "
+                             "ce/mse Objective")
         if method != "autograd" and analytic_ok:
             self._analytic = recurrent_hessian.RecurrentHessian(net, objective, batch)
             self.shapes, self.dim = [net.W_h.shape], net.W_h.numel()
