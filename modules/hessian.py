@@ -120,12 +120,7 @@ class HessianOperator:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, start = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            size = shape.numel()
-            out[name] = v[start:start + size].view(shape)
-            start += size
-        return out
+        return {name: t[0] for name, t in self._unflatten_rows(v[None]).items()}
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         if self._analytic is not None:

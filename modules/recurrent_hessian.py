@@ -33,6 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from modules.objective import LOSSES
+from modules.rules.rtrl import rollout
 
 ACTIVATIONS = ("relu", "tanh", "softplus")
 
@@ -79,17 +80,7 @@ class RecurrentHessian:
         self.w_out = net.W_out.detach().clone()
         bsz, steps = x.shape[0], x.shape[1]
 
-        drive = F.linear(x, net.W_x.detach(), None if net.b is None else net.b.detach())
-        h = x.new_zeros(bsz, net.hidden_size)
-        r = h
-        hs, rs = [], []
-        for drive_t in drive.unbind(1):
-            u = drive_t + r @ self.w.T
-            h = u if a == 1.0 else (1.0 - a) * h + a * u
-            r = net.f(h)
-            hs.append(h)
-            rs.append(r)
-        h_all, r_all = torch.stack(hs, 1), torch.stack(rs, 1)
+        h_all, r_all = rollout(net, x)  # the exact noiseless forward pass, states kept (B, T, N)
         self.r_prev = torch.cat([r_all.new_zeros(bsz, 1, net.hidden_size), r_all[:, :-1]], 1)  # r_{t-1}
         self.psi, self.psi2 = slopes(net, h_all)
         y_hat = r_all @ self.w_out.T + net.b_out.detach()
