@@ -115,6 +115,9 @@ def test_bptt_scaled_follows_the_recorded_rho_history(tmp_path):
     mean.set_step(15)
     assert mean.rho == 0.25
     assert set(rule.state_dict()) == {"rho_steps", "rho_values"}  # the history travels in checkpoints
+    saved = rule.state_dict()  # a resume loads the checkpoint's history over the one the rule was built with
+    rule.load_state_dict({"rho_steps": saved["rho_steps"], "rho_values": 2 * saved["rho_values"]})
+    assert rule.rho_at(15) == 0.4 and rule.rho_at(25) == 0.1
 
 
 def test_rho_from_glob_must_name_one_run(tmp_path):

@@ -110,6 +110,11 @@ class ScaledBPTT(Rule):
         self.rho_mode = rho_mode if rho is None else "mean"
         self.register_buffer("rho_steps", torch.tensor([s for s, _ in points], dtype=torch.long))
         self.register_buffer("rho_values", torch.tensor([v for _, v in points], dtype=torch.float64))
+        self._host: tuple[list[int], list[float]] | None = None  # the buffers as lists, read once
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host = None  # a checkpoint's history replaces the buffers: read them again
 
     @property
     def rho(self) -> float:
@@ -117,10 +122,12 @@ class ScaledBPTT(Rule):
         return self.rho_at(self.step)
 
     def rho_at(self, step: int) -> float:
-        """The last recorded rho at or before `step` (the first one before any). Looked up on the host: the
-        buffers may live on a GPU, and one scalar per step is all that is needed."""
-        i = bisect.bisect_right(self.rho_steps.tolist(), int(step)) - 1
-        return float(self.rho_values[max(i, 0)])
+        """The last recorded rho at or before `step` (the first one before any). Looked up on the host, in
+        lists copied from the buffers once (they may live on a GPU: no device read on every training step)."""
+        if self._host is None:
+            self._host = (self.rho_steps.tolist(), self.rho_values.tolist())
+        steps, values = self._host
+        return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]
 
     def surrogate(self, net, batch, objective, noise=None):
         rho = self.rho
