@@ -129,16 +129,6 @@ def log_to_file(message: str) -> None:
             handler.handle(record)
 
 
-def make_loggers(cfg: DictConfig, out_dir: Path, resume: bool) -> list:
-    """build_loggers with resume= (appending metrics.csv, continuing the wandb run whose id the loggers keep in
-    <run dir>/wandb_run_id) where it takes it: rulescape/loggers.py gains it on the newcomer branch; this
-    shim can go once both are merged."""
-    import inspect
-    if "resume" in inspect.signature(build_loggers).parameters:
-        return build_loggers(cfg, out_dir, run_name(cfg), resume=resume)
-    return build_loggers(cfg, out_dir, run_name(cfg))
-
-
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
     ConfigError propagates (nothing ran; a "failed" summary names the error unless the directory held an
@@ -201,7 +191,7 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         record = RunRecord(out_dir, config)
         callbacks = [*build_callbacks(cfg, out_dir), record]
         with building(f"logger {cfg.logger.name}"):
-            loggers = make_loggers(cfg, out_dir, resume=cfg.ckpt_path is not None)
+            loggers = build_loggers(cfg, out_dir, run_name(cfg), resume=cfg.ckpt_path is not None)
         with building("trainer"):
             trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks,
                                  logger=loggers or False, default_root_dir=str(out_dir),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
-import inspect
 import json
 import os
 import subprocess
@@ -21,7 +20,6 @@ from callbacks.run_record import write_summary
 from conftest import ROOT, compose_config
 from rulescape.checkpoint import atomic_save
 from rulescape.cli import preflight
-from rulescape.loggers import build_loggers
 from rulescape.errors import EXIT_CONFIG, ConfigError, RunDirError
 from rulescape.run import STATUS_EXIT, run_dir_lock, train
 
@@ -276,9 +274,6 @@ def test_resume_into_its_own_directory_keeps_wall_time_and_prints_the_resume_com
     assert f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in message and f"hydra.run.dir={run}" in message
 
 
-@pytest.mark.xfail("resume" not in inspect.signature(build_loggers).parameters, strict=True,
-                   reason="needs the appending CSV logger of rulescape/loggers.py (build_loggers(..., resume=True), "
-                          "newcomer helper, issue #14); runs as a plain test once that is merged")
 def test_metrics_csv_is_continuous_across_interrupt_and_resume(tmp_path, monkeypatch):
     _, _, run = interrupt_then_resume(tmp_path, monkeypatch, ["logger=csv"])
     with open(run / "metrics.csv") as f:
