@@ -4,6 +4,11 @@ the same records give the same report):
   difference   mean(x − y) paired, mean(x) − mean(y) unpaired        (gap difference; on log λ1 values
   ratio        exp of the difference of log values                    the λ1 ratio, geometric means)
   var_ratio    var(x) / var(y) (ddof=1), pairs resampled together when paired
+
+At 10 seeds a bootstrap interval is somewhat narrow: on 200 simulated paired normal data sets of n = 10 the
+95% interval of the mean difference covered the truth in 176 (88%), at n = 20 the λ1 ratio in 178 (89%); at
+n = 30 both in at least 90%
+(tests/test_stats.py, -m slow).
 """
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str, corr: 
     if not pts:
         return None
     colors = group_colors(list(groups))
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = plt.subplots(figsize=(7.5 + (3.0 if len(pts) > 8 else 0), max(4.0, 0.3 * len(pts) + 1.5)))
     limits = robust_log_limits([x for p in pts.values() for x, _ in p])
     lo, hi = limits if limits else (0, math.inf)
     n_clipped = 0
@@ -170,11 +170,12 @@ def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str, corr: 
     ax.set_xlabel("final top Hessian eigenvalue $\\lambda_1$ (log)"
                   + (f"; {n_clipped} run(s) beyond the axis drawn as triangles at its edge" if n_clipped else ""))
     ax.set_ylabel(GAP_LABELS[gap])
-    what = "+".join(pooled) if pooled is not None else "all"
-    ax.set_title(f"{task}: gap vs curvature — pooled {what} ({corr['all'].n} runs): Pearson (log $\\lambda_1$) "
+    what = (f"pooled {len(pooled)} arms (reference + rules, no controls)" if pooled is not None else "all runs")
+    ax.set_title(f"{task}: gap vs curvature — {what}, {corr['all'].n} runs:\nPearson (log $\\lambda_1$) "
                  + fmt_corr(corr["all"]).replace("r$_s$", "Spearman r$_s$"),
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=1.0)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=0.6,
+              ncol=2 if len(pts) > 8 else 1)
     fig.tight_layout()
     return fig
 
