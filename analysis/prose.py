@@ -19,7 +19,12 @@ def verdict_words(c: Claim) -> str:
 
 
 def sentence(c: Claim) -> str:
-    tail = f"{c.effect}, p Holm = {fmt(c.p_holm)} ({c.test}, {c.n})" if c.p is not None else c.statistic
+    if c.not_tested:
+        tail = c.not_tested
+    elif c.p is not None:
+        tail = f"{c.effect}, p Holm = {fmt(c.p_holm)} ({c.test}, {c.n})"
+    else:
+        tail = c.statistic
     return f"On {c.task}, “{c.claim}” is {verdict_words(c)} — {tail}."
 
 
