@@ -1,22 +1,26 @@
 """The study's figures, statistics and claims from a sweep's run records:
 
-    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--wandb entity/project] [--no-figures]
+    python report.py <sweep dir> [<more dirs> ...] [--also <dir>] --out <dir> [--plan plan.yaml]
+                     [--wandb entity/project] [--no-figures]
 
 Reads every summary.json below the directories (SPEC section 6). Runs are grouped per task into *arms*
-(analysis.claims.arm_of: the rule, plus bptt_scaled's ρ mode, tbptt's window, an early stop on test accuracy,
-an lr scheduler). Writes into --out, per task present:
+(analysis.claims.arm_of: the record's study arm, else the rule plus bptt_scaled's ρ mode, tbptt's window, an
+early stop on test accuracy, an lr scheduler). The claims follow the analysis plan (--plan, default
+docs/study/plan.yaml; analysis.plan): primary claims, the "any rule" template for every other rule, paired
+tests, Holm within families, TOST, bootstrap CIs, the smallest detectable effect. Writes into --out, per task:
   gap_<task>            final generalization gap per arm over seeds (reference Fig. 2A-C)
-  gap_vs_lambda_<task>  final gap vs final λ1 (log axis), one point per run, Pearson (log λ1) / Spearman r
-  lambda_<task>         λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds (Fig. 3)
+  gap_vs_lambda_<task>  final gap vs final λ1 (robust log axis), one point per run, r over the pooled arms
+  lambda_<task>         λ1 over training (log axis), each run's last value carried forward, n per point
   matched_step_<task>   bptt vs eprop vs bptt_scaled arms: λ1 and gaps (Fig. 4C-E)
   rho_theory_<task>     ρ, cos and |ĝ|/|g| over training, and Theorem 1's |ρ|ηλ1 against 1 and 2
 each as PNG and PDF, and report.md: status counts per arm (collapsed runs flagged), a per-arm table, the claims
-table (claim | task | statistic | p | n | verdict), correlations, Theorem 1, the figure list and the excluded
+table, its plain-words summary (analysis.prose), correlations, Theorem 1, the figure list and the excluded
 and unreadable records. With several tasks, report.md starts with a claim × task table of verdicts.
 The gap is gap_acc (train - test accuracy) for classification tasks, gap_loss (test - train loss) where a
 task has no accuracy. Statistics use the runs with status "ok" (collapsed ones included, and listed).
 report.md depends only on the records and the directory names given: the same records give the same bytes.
-Exit status: 0 written, 2 no records / no such directory / --out not writable, 1 an unexpected error.
+Exit status: 0 written, 2 no records / no such directory / --out not writable / a bad plan, 1 an unexpected
+error.
 """
 from __future__ import annotations
 
@@ -28,15 +32,18 @@ import warnings
 from pathlib import Path
 
 from analysis import claims as cl
-from analysis import figures, markdown
+from analysis import figures, learning, markdown, prose, toy
+from analysis.claim import HEADER as CLAIM_HEADER
 from analysis.load import Run, by_task_group, find_summaries, read_run
+from analysis.plan import DEFAULT_PLAN, Plan, PlanError, load_plan, provenance
 from analysis.stats import describe, gap_key, gap_lambda_correlations
 
 FIGURE_NOTES = {
     "gap": "generalization gap at the end of training per arm (Fig. 2A-C)",
-    "gap_vs_lambda": "final gap vs final λ1 (log axis), one point per run, Pearson (log λ1) / Spearman r "
-                     "(Fig. 2D-F)",
-    "lambda": "λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds (Fig. 3)",
+    "gap_vs_lambda": "final gap vs final λ1 (log axis clipped to the data's bulk, clipped points drawn as "
+                     "triangles at the edge), one point per run, r over the pooled arms (Fig. 2D-F)",
+    "lambda": "λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds, each run's last value "
+              "carried forward after it stopped; n still training marked (Fig. 3)",
     "matched_step": "bptt vs eprop vs step-matched bptt_scaled: λ1 over training and final gaps (Fig. 4C-E)",
     "rho_theory": "ρ, cos and |ĝ|/|g| over training; Theorem 1's |ρ|ηλ1 at curvature steps against 1 and 2",
 }
@@ -51,6 +58,7 @@ def parse_args(argv):
     p.add_argument("dirs", nargs="*", help="sweep directories searched recursively for summary.json")
     p.add_argument("--also", action="append", default=[], metavar="DIR", help="another directory to merge in")
     p.add_argument("--out", required=True, help="directory for the figures and report.md")
+    p.add_argument("--plan", default=str(DEFAULT_PLAN), help="the analysis plan (default docs/study/plan.yaml)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also pull the runs of a wandb project")
     p.add_argument("--no-figures", action="store_true",
                    help="write report.md only (quick; figures listed as not drawn)")
@@ -146,17 +154,22 @@ def final_value(run: Run, key: str) -> float | None:
     return v
 
 
-def arm_table(groups: dict[str, list[Run]], gap: str) -> tuple[list[str], list[list[str]]]:
+def arm_table(groups: dict[str, list[Run]], gap: str, plan: Plan, task: str) -> tuple[list[str], list[list[str]]]:
     perf = ["train_acc", "test_acc"] if gap == "gap_acc" else ["train_loss", "test_loss"]
     shift = "shift_acc" if gap == "gap_acc" else "shift_loss"  # the shifted test set, when runs measured it
     if any(final_value(r, shift) is not None for rs in groups.values() for r in rs):
         perf.append(shift)
-    header = ["arm", "n ok"] + perf + [gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps", "reached stop target"]
+    header = (["arm", "n ok"] + perf + ["learned", gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps",
+                                       "reached stop target"])
+    chance = plan.chance(task)
     rows = []
     for g, rs in groups.items():
         n = len(rs)
-        cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
-                 for c in perf + [gap, "lambda_max", "rho_mean"]]
+        cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n) for c in perf]
+        n_learned, n_known = learning.learned_count(rs, chance, plan.learned_margin)
+        cells.append(f"{n_learned}/{n_known}" if n_known else "n/a")
+        cells += [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
+                  for c in [gap, "lambda_max", "rho_mean"]]
         cells.append(markdown.stat_cell(describe([cl.history_mean(r, "align_norm_ratio") for r in rs]), n))
         cells.append(markdown.stat_cell(describe([r.value("steps") for r in rs]), n))
         rows.append([g, str(n)] + cells + [stop_cell(rs)])
@@ -183,8 +196,18 @@ def status_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
+def diverged_notes(all_in_task: list[Run]) -> list[str]:
+    """"rflo: 10 of 10 diverged" for every arm with runs that did not end ok (failed, diverged, ...)."""
+    notes = []
+    for _, arms in by_task_group(all_in_task).items():
+        for g, rs in arms.items():
+            bad = count_by([r for r in rs if not r.ok])
+            notes += [f"{g}: {n} of {len(rs)} {status}" for status, n in sorted(bad.items())]
+    return notes
+
+
 def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run], out: Path,
-                 sources: list[str], draw: bool = True) -> tuple[list[str], list[str], list[cl.Claim]]:
+                 sources: list[str], plan: Plan, draw: bool = True) -> tuple[list[str], list[str], list[cl.Claim]]:
     """Statistics, claims and figures of one task: (report.md lines, figure files written, claims)."""
     runs = [r for rs in groups.values() for r in rs]
     gap = gap_key(runs)
@@ -203,10 +226,12 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                                 [[r.group, seed_text(r), why, display_path(r.path, sources)]
                                  for r, why in collapsed]).splitlines() + [""]
 
-    header, rows = arm_table(groups, gap)
+    header, rows = arm_table(groups, gap, plan, task)
     lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
               "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
-              "mean |ĝ|/|g| averages the `align_norm_ratio` history; steps "
+              "mean |ĝ|/|g| averages the `align_norm_ratio` history; learned: runs whose test score "
+              f"(accuracy; 1 − test_nmse for regression) > chance {fmt_chance(plan.chance(task))} + "
+              f"{plan.learned_margin:g} / runs with a score; steps "
               "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
               "runs with a `stop_target` (— when none has one).", "",
               markdown.table(header, rows), ""]
@@ -219,23 +244,32 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                      + ", ".join(f"{r.group} seed {seed_text(r)}" for r in off) if off else "")
                   + ".", ""]
 
-    claims = cl.task_claims(task, groups, gap)
-    lines += ["### Claims", "", markdown.table(["claim", "task", "statistic", "p", "n", "verdict"],
-                                               [c.row() for c in claims]), ""]
-    lines += [f"- {line}" for line in cl.CRITERIA] + [""]
+    claims = cl.task_claims(task, groups, gap, plan)
+    n_primary = sum(c.primary for c in claims)
+    lines += ["### Claims", "",
+              f"{n_primary} primary claims (the plan's for `{task}`), then exploratory ones; Theorem 1 rows are "
+              "descriptive counts.", "",
+              markdown.table(CLAIM_HEADER, [c.row() for c in claims]), ""]
+    lines += [f"- {line}" for line in cl.criteria(plan)] + [""]
+    lines += ["### In plain words (generated from the primary rows above)", ""]
+    lines += [f"- {s}" for s in prose.summary(claims)] or ["(no primary claim)"]
+    lines += [""]
     if collapsed:
         kept = {g: [r for r in rs if not cl.collapse(r)] for g, rs in groups.items()}
-        changes = cl.verdict_changes(claims, cl.task_claims(task, kept, gap))
+        changes = cl.verdict_changes(claims, cl.task_claims(task, kept, gap, plan))
         lines += [f"Without the {len(collapsed)} collapsed run(s): "
                   + ("no verdict changes." if not changes else "these verdicts change: " + "; ".join(changes) + "."),
                   ""]
 
-    corr = gap_lambda_correlations(groups, gap)
+    pooled = plan.pooled(list(groups))
+    corr = gap_lambda_correlations(groups, gap, pooled)
     lines += [f"### `{gap}` vs final λ1: correlation", ""]
     if corr["all"].n == 0:
         lines += [f"No ok run of this task has both `{gap}` and a positive `lambda_max`: no correlation.", ""]
     else:
-        lines += ["One pair per ok run with both values; Pearson r on (log λ1, gap), Spearman r on (λ1, gap) "
+        lines += [f"Pooled: the arms {', '.join(pooled) or '(none)'} (the plan's reference and the rules under "
+                  "test, not the controls), in this table and in the gap-vs-λ1 figure alike.", "",
+                  "One pair per ok run with both values; Pearson r on (log λ1, gap), Spearman r on (λ1, gap) "
                   "(rank-based, the same on log λ1); p two-sided from scipy.stats.pearsonr / spearmanr "
                   "(asymptotic: rough for a handful of runs); n/a with fewer than 3 runs or a constant variable; "
                   "runs with λ1 ≤ 0 left out.", "",
@@ -243,7 +277,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
 
     theory_rows = []
     for g, rs in groups.items():
-        finals = cl.values(rs, cl.final_stability)
+        finals = [v for v in (cl.final_stability(r) for r in rs) if v is not None]
         points = [v for r in rs for _, v in cl.stability_points(r)]
         if finals:
             theory_rows.append([g, f"{len(finals)}/{len(rs)}", markdown.stat_cell(describe(finals), len(finals)),
@@ -272,11 +306,12 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     if not draw:
         return lines, [], claims
     stability = {g: [cl.stability_points(r) for r in rs] for g, rs in groups.items()}
+    notes = diverged_notes(all_in_task)
     drawn = {  # drawn one at a time below: a figure that fails (extreme values) is skipped with the reason
-        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap), f"no ok run has `{gap}`"),
-        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr),
+        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap, notes), f"no ok run has `{gap}`"),
+        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr, pooled),
                           f"no ok run has both a positive `lambda_max` and `{gap}`"),
-        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups),
+        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups, notes=notes),
                    "no ok run has a positive `lambda_max` history"),
         "matched_step": (lambda: figures.draw_matched_step(task, groups, gap),
                          "needs a bptt_scaled arm and bptt or eprop in this task"),
@@ -299,8 +334,35 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
     return lines, files, claims
 
 
-def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = True) -> Path:
+def fmt_chance(chance: float | None) -> str:
+    return "unknown" if chance is None else f"{chance:g}"
+
+
+def plan_lines(plan: Plan, runs: list[Run]) -> list[str]:
+    """Where the analysis plan comes from, and whether it was committed before the runs' code."""
+    commits = {str(c) for r in runs if isinstance(r.summary.get("versions"), dict)
+               for c in [r.summary["versions"].get("rulescape")] if isinstance(c, str) and c}
+    prov = provenance(plan.path, commits)
+    where = f"Analysis plan: `{source_label(plan.path)}` (sha256 {prov['sha256']}), "
+    if prov["commit"] is None:
+        return [where + "not committed: the plan's commit is unknown, so nothing here is pre-registered.", ""]
+    where += f"last changed in commit `{prov['commit'][:12]}`" + (" (with uncommitted changes)" if prov["dirty"]
+                                                                   else "")
+    runs_c = ", ".join(f"`{c[:7]}`" for c in sorted(commits)) or "none recorded"
+    if prov["preregistered"] is True:
+        tail = f"; pre-registered: that commit precedes the runs' code commit(s) {runs_c}."
+    elif prov["preregistered"] is False:
+        tail = (f"; post hoc: that commit does not precede the runs' code commit(s) {runs_c}, so the plan was "
+                "written after (or apart from) these runs.")
+    else:
+        tail = f"; whether it precedes the runs' code ({runs_c}) is unknown."
+    return [where + tail, ""]
+
+
+def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = True,
+                 plan: Plan | None = None) -> Path:
     """Write the figures and report.md for these runs into out; return the report's path."""
+    plan = plan or load_plan()
     out.mkdir(parents=True, exist_ok=True)
     unreadable = [r for r in runs if r.status == "unreadable"]
     readable = [r for r in runs if r.status != "unreadable"]
@@ -313,10 +375,13 @@ def build_report(runs: list[Run], out: Path, sources: list[str], draw: bool = Tr
              f"{len(runs)} run records: {len(ok)} ok ({n_collapsed} of them collapsed), {len(excluded)} excluded"
              + (f" ({counts})" if counts else "") + f", {len(unreadable)} unreadable. Statistics and figures use "
              "the ok runs, collapsed ones included; the excluded and unreadable records are listed at the end.", ""]
+    if toy.toy_sized(readable):
+        lines[1:1] = ["", toy.BANNER]
+    lines += plan_lines(plan, readable)
     files, all_claims, sections = [], [], []
     for task, groups in by_task_group(ok).items():
         section, task_files, claims = task_section(task, groups, [r for r in readable if r.task == task], out,
-                                                   sources, draw)
+                                                   sources, plan, draw)
         sections += section
         files += task_files
         all_claims += claims
@@ -393,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sources = dirs + ([f"wandb:{args.wandb}"] if args.wandb else [])
     try:
+        plan = load_plan(args.plan)
+    except PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         with warnings.catch_warnings():  # numpy's overflow warnings on extreme records: the report says n/a
             warnings.simplefilter("ignore", RuntimeWarning)
-            path = build_report(runs, out, sources, draw=not args.no_figures)
+            path = build_report(runs, out, sources, draw=not args.no_figures, plan=plan)
     except OSError as err:
         print(f"error: cannot write into --out {out}: {err.strerror or err}", file=sys.stderr)
         return 2

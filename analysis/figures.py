@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from analysis.claims import collapse  # noqa: E402
 from analysis.load import Run  # noqa: E402
-from analysis.stats import Correlation, Curve, mean_curve  # noqa: E402
+from analysis.stats import Correlation, Curve, carried_curve, mean_curve  # noqa: E402
 
 RULE_COLORS = {"bptt": "black", "eprop": "#c51b7d", "rflo": "#e6ab02", "mdgl": "#1b9e77",
                "bptt_scaled": "#2166ac", "tbptt": "#d95f02"}
@@ -94,8 +94,30 @@ def strip_box(ax, groups: dict[str, list[float]], colors: dict[str, str], seed: 
     ax.set_xlim(-0.6, len(names) - 0.4)
 
 
-def draw_gap_distribution(task: str, groups: dict[str, list[Run]], gap: str) -> plt.Figure | None:
-    """Fig. 2A-C: final generalization gap over seeds, per group."""
+def robust_log_limits(values, fence: float = 3.0) -> tuple[float, float] | None:
+    """Log-axis limits around the bulk of positive values: the quartiles of log10 ± `fence` interquartile
+    ranges (at least half a decade either side), never wider than the data. One outlier (λ1 ≈ 1e-3 among
+    values near 20) can then not stretch the axis over six decades; points outside are drawn clipped."""
+    v = np.log10([x for x in values if x is not None and math.isfinite(x) and x > 0])
+    if len(v) == 0:
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    spread = max(q3 - q1, 0.5)
+    lo, hi = max(v.min(), q1 - fence * spread), min(v.max(), q3 + fence * spread)
+    pad = 0.05 * max(hi - lo, 0.2)
+    return 10 ** (lo - pad), 10 ** (hi + pad)
+
+
+def add_notes(fig, notes: list[str] | None) -> None:
+    """Where arms went that have no point here (e.g. "rflo: 10 of 10 diverged"), under the figure."""
+    if notes:
+        fig.text(0.01, 0.0, "; ".join(notes), fontsize=7, color="firebrick", ha="left", va="top")
+
+
+def draw_gap_distribution(task: str, groups: dict[str, list[Run]], gap: str,
+                          notes: list[str] | None = None) -> plt.Figure | None:
+    """Fig. 2A-C: final generalization gap over seeds, per group; notes name the arms' runs that did not end
+    ok."""
     values = {g: [r.value(gap) for r in runs if r.value(gap) is not None] for g, runs in groups.items()}
     values = {g: v for g, v in values.items() if v}
     if not values:
@@ -106,24 +128,36 @@ def draw_gap_distribution(task: str, groups: dict[str, list[Run]], gap: str) -> 
     ax.set_ylabel(GAP_LABELS[gap])
     ax.set_title(f"{task}: generalization gap at the end of training")
     fig.tight_layout()
+    add_notes(fig, notes)
     return fig
 
 
-def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
-                       corr: dict[str, Correlation]) -> plt.Figure | None:
-    """Fig. 2D-F: final gap against final lambda_max (log axis; runs with lambda_max <= 0 cannot be drawn there
-    and are left out, as from the correlations), one point per run, with pooled and per-group r."""
+def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str, corr: dict[str, Correlation],
+                       pooled: list[str] | None = None) -> plt.Figure | None:
+    """Fig. 2D-F: final gap against final lambda_max (robust log axis: points beyond robust_log_limits drawn
+    as triangles at the edge; runs with lambda_max <= 0 cannot be drawn there and are left out, as from the
+    correlations), one point per run, with r over the pooled arms (the same set as the report's table) and
+    per group."""
     pts = {g: [(r.value("lambda_max"), r.value(gap)) for r in runs
                if (r.value("lambda_max") or 0) > 0 and r.value(gap) is not None] for g, runs in groups.items()}
     pts = {g: p for g, p in pts.items() if p}
     if not pts:
         return None
     colors = group_colors(list(groups))
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = plt.subplots(figsize=(7.5 + (3.0 if len(pts) > 8 else 0), max(4.0, 0.3 * len(pts) + 1.5)))
+    limits = robust_log_limits([x for p in pts.values() for x, _ in p])
+    lo, hi = limits if limits else (0, math.inf)
+    n_clipped = 0
     for g, p in pts.items():
         x, y = np.array(p).T
-        ax.scatter(x, y, s=24, color=colors[g], edgecolor="white", linewidth=0.5, zorder=3,
+        inside = (x >= lo) & (x <= hi)
+        ax.scatter(x[inside], y[inside], s=24, color=colors[g], edgecolor="white", linewidth=0.5, zorder=3,
                    label=f"{g} (n={len(p)})\n" + fmt_corr(corr[g]))
+        if (~inside).any():  # drawn at the axis edge, pointing to where they lie
+            n_clipped += int((~inside).sum())
+            for xv, yv in zip(x[~inside], y[~inside]):
+                ax.scatter([lo if xv < lo else hi], [yv], marker="<" if xv < lo else ">", s=40, color=colors[g],
+                           zorder=4, clip_on=False)
     fell = [(r.value("lambda_max"), r.value(gap)) for runs in groups.values() for r in runs
             if (r.value("lambda_max") or 0) > 0 and r.value(gap) is not None and collapse(r)]
     if fell:  # collapsed runs stay in the statistics; ringed so that a reader sees them
@@ -131,12 +165,17 @@ def draw_gap_vs_lambda(task: str, groups: dict[str, list[Run]], gap: str,
         ax.scatter(x, y, s=90, facecolor="none", edgecolor="red", linewidth=1.0, zorder=4,
                    label=f"collapsed run (n={len(fell)})")
     ax.set_xscale("log")
-    ax.set_xlabel("final top Hessian eigenvalue $\\lambda_1$ (log)")
+    if limits:
+        ax.set_xlim(lo, hi)
+    ax.set_xlabel("final top Hessian eigenvalue $\\lambda_1$ (log)"
+                  + (f"; {n_clipped} run(s) beyond the axis drawn as triangles at its edge" if n_clipped else ""))
     ax.set_ylabel(GAP_LABELS[gap])
-    ax.set_title(f"{task}: gap vs curvature — all {corr['all'].n} runs: Pearson (log $\\lambda_1$) "
+    what = (f"pooled {len(pooled)} arms (reference + rules, no controls)" if pooled is not None else "all runs")
+    ax.set_title(f"{task}: gap vs curvature — {what}, {corr['all'].n} runs:\nPearson (log $\\lambda_1$) "
                  + fmt_corr(corr["all"]).replace("r$_s$", "Spearman r$_s$"),
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=1.0)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), labelspacing=0.6,
+              ncol=2 if len(pts) > 8 else 1)
     fig.tight_layout()
     return fig
 
@@ -177,27 +216,50 @@ def plot_log_curve(ax, curve: Curve, color: str, label: str) -> None:
                     alpha=0.18, lw=0)
 
 
+def carried_log_curves(groups: dict[str, list[Run]], key: str) -> dict[str, tuple[Curve, np.ndarray, int]]:
+    """{group: (curve of log history[key], each run's last value carried forward; runs still measured per
+    step; number of runs)}."""
+    out = {}
+    for g, runs in groups.items():
+        hists = [h for h in ([(s, math.log(v)) for s, v in r.history(key) if v > 0] for r in runs) if h]
+        got = carried_curve(hists)
+        if got is not None:
+            out[g] = (got[0], got[1], len(hists))
+    return out
+
+
 def draw_lambda_trajectories(task: str, groups: dict[str, list[Run]], ax=None, title: str | None = None,
-                             colors: dict[str, str] | None = None):
+                             colors: dict[str, str] | None = None, notes: list[str] | None = None):
     """Fig. 3: lambda_max over training on a log axis, geometric mean ×/÷ geometric std over seeds per group
-    (positive values only). Returns the figure (None when no run has a positive lambda_max history); with `ax`,
-    draws into it and returns it."""
-    curves = log_curves_for(groups, "lambda_max")
+    (positive values only), each run's last value carried forward after it stopped (no survivor bias: the
+    mean at a late step is not that of the slow runs alone); the line is solid while every run is still
+    measured, dashed once some are carried, with the number still measured written at those steps. Returns
+    the figure (None when no run has a positive lambda_max history); with `ax`, draws into it and returns it."""
+    curves = carried_log_curves(groups, "lambda_max")
     if not curves:
         return None
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
     colors = colors or group_colors(list(groups))
-    for g, (curve, n) in curves.items():
+    for g, (curve, live, n) in curves.items():
         plot_log_curve(ax, curve, colors[g], f"{g} (n={n})")
+        carried = live < n
+        if carried.any():  # from the first step where a run is carried: dashed, with n still measured
+            k = int(np.argmax(carried))
+            ax.plot(curve.steps[k:], np.exp(curve.mean[k:]), color="white", lw=1.0, ls=(0, (2, 2)))
+            for i in range(k, len(curve.steps)):
+                if i == k or live[i] != live[i - 1]:
+                    ax.annotate(str(int(live[i])), (curve.steps[i], np.exp(curve.mean[i])), fontsize=6,
+                                color=colors[g], textcoords="offset points", xytext=(2, 3))
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step (numbers: runs still training; dashed: stopped runs' last λ1 carried)")
     ax.set_ylabel("top Hessian eigenvalue $\\lambda_1$ (log)")
     ax.set_title(title or f"{task}: curvature over training (geometric mean ×/÷ geometric std over seeds)")
     ax.legend(fontsize=7)
     if fig is not None:
         fig.tight_layout()
+        add_notes(fig, notes)
     return fig if fig is not None else ax
 
 
@@ -207,9 +269,9 @@ MATCHED_RULES = ("bptt", "eprop", "bptt_scaled")
 def matched_groups(groups: dict[str, list[Run]]) -> dict[str, list[Run]]:
     """The groups of Fig. 4C-E: the arms bptt, eprop and every bptt_scaled arm; empty unless a bptt_scaled arm
     and one of the others are present."""
-    sel = {g: runs for g, runs in groups.items() if g in MATCHED_RULES[:2] or g.startswith("bptt_scaled")}
-    rules = {g.split(" ")[0] for g in sel}
-    return sel if "bptt_scaled" in rules and len(rules) > 1 else {}
+    scaled = {g for g, runs in groups.items() if any(r.rule == "bptt_scaled" for r in runs)}
+    sel = {g: runs for g, runs in groups.items() if g in MATCHED_RULES[:2] or g in scaled}
+    return sel if scaled and len(sel) > len(scaled) else {}
 
 
 def draw_matched_step(task: str, groups: dict[str, list[Run]], gap: str) -> plt.Figure | None:

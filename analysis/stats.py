@@ -65,13 +65,16 @@ def log_or_none(x: float | None) -> float | None:
     return math.log(x) if x is not None and x > 0 else None
 
 
-def gap_lambda_correlations(groups: dict[str, list[Run]], gap: str) -> dict[str, Correlation]:
-    """{"all": pooled over every group, group: within that group} of the final gap against log final
+def gap_lambda_correlations(groups: dict[str, list[Run]], gap: str,
+                            pooled: list[str] | None = None) -> dict[str, Correlation]:
+    """{"all": pooled over the arms `pooled` (every group when None; the plan's one definition of pooled,
+    used by the figure and the table alike), group: within that group} of the final gap against log final
     lambda_max, one pair per ok run with lambda_max > 0: Pearson r is on log lambda_max; Spearman r, a rank
     correlation, is the same on lambda_max."""
     def corr(runs):
         return correlation([log_or_none(r.value("lambda_max")) for r in runs], [r.value(gap) for r in runs])
-    out = {"all": corr([r for runs in groups.values() for r in runs])}
+    arms = list(groups) if pooled is None else [g for g in pooled if g in groups]
+    out = {"all": corr([r for g in arms for r in groups[g]])}
     out.update({g: corr(runs) for g, runs in groups.items()})
     return out
 
@@ -98,3 +101,21 @@ def mean_curve(histories: list[list[tuple[float, float]]]) -> Curve | None:
     stats = [describe(by_step[s]) for s in steps]
     return Curve(np.array(steps), np.array([s.mean for s in stats]), np.array([s.std for s in stats]),
                  np.array([s.n for s in stats]))
+
+
+def carried_curve(histories: list[list[tuple[float, float]]]) -> tuple[Curve, np.ndarray] | None:
+    """Mean +/- std over runs at every step any run was measured at, each run's last value carried forward
+    after its last measurement (no survivor bias: a run that stopped early still counts), and, per step, how
+    many runs were still measured there or later (the rest are carried). None when no run has a point."""
+    histories = [h for h in histories if h]
+    if not histories:
+        return None
+    steps = sorted({s for h in histories for s, _ in h})
+    means, stds, ns, live = [], [], [], []
+    for step in steps:
+        vals = [next((v for s, v in reversed(h) if s <= step), None) for h in histories]
+        vals = [v for v in vals if v is not None]
+        st = describe(vals)
+        means.append(st.mean), stds.append(st.std), ns.append(st.n)
+        live.append(sum(h[-1][0] >= step for h in histories))
+    return Curve(np.array(steps), np.array(means), np.array(stds), np.array(ns)), np.array(live)

@@ -160,8 +160,8 @@ def test_report_as_a_script_merges_dirs_tasks_and_handles_sparse_runs(sweep, tmp
         assert f"`{name}`" in text
     assert not (out / "lambda_pattern.png").exists()
     matrix = table_rows(text, "## Claims across tasks")  # two tasks: a claim x task table of verdicts
-    assert matrix["eprop: larger gap than bptt [Welch t]"][0] in ("held", "not held")
-    assert matrix["eprop: larger gap than bptt [Welch t]"][1] == "—"  # pattern has no eprop run
+    assert matrix["eprop: larger gap than bptt"][0].split(":")[0] in ("held", "not held", "not tested")
+    assert matrix["eprop: larger gap than bptt"][1] == "not tested"  # a primary claim stays, pattern has no eprop
     assert matrix["Theorem 1: final \\|ρ\\|ηλ1 < 2 (bptt)"][1].startswith("not tested")
 
 

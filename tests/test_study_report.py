@@ -47,3 +47,19 @@ def test_every_committed_record_names_a_commit_on_main():
         if not ok and not (ROOT / ".git").exists():
             pytest.skip("not a git checkout")
         assert ok, f"{commit} is not an ancestor of HEAD"
+
+
+def test_readme_sentences_match_their_report_rows():
+    """Each plain-words sentence in docs/study/README.md in the generated form (analysis.prose) is one of the
+    sentences its task's committed report.md generated from its rows (which regenerate exactly, -m slow), and
+    each generated sentence agrees with the verdict of its own row there."""
+    from analysis import prose
+    readme = (STUDY / "README.md").read_text(encoding="utf-8")
+    found = list(prose.SENTENCE.finditer(readme))
+    assert found, "docs/study/README.md has no generated sentence to check"
+    for m in found:
+        report = (STUDY / m.group("task") / "report.md").read_text(encoding="utf-8")
+        line = readme[m.start():readme.index("\n", m.start())]
+        assert f"- {line}" in report.splitlines(), line
+        row = next(r for r in report.splitlines() if r.startswith(f"| {m.group('claim')} | "))
+        assert row.rstrip(" |").split(" | ")[-1].split(" (")[0] == m.group("verdict").strip(), (line, row)

@@ -1,0 +1,193 @@
+"""Each kind of claim the plan can name, evaluated on one task's ok runs grouped by arm: the measure, the
+test (paired by seed where the plan says so and seeds pair), the effect size with its bootstrap CI, the
+equivalence check behind "absent", the learned gate of gap claims. Holm and the verdict come after
+(analysis.claim.decide), over every claim of a family.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from analysis import effects, equal_steps, learning, power
+from analysis.claim import Claim, fmt
+from analysis.hypothesis import NAMES, PAIRED, run_test, unpaired_version
+from analysis.load import Run
+from analysis.pairing import paired_values, unpaired_values
+from analysis.plan import Plan, Spec
+
+MIN_N = 3
+
+TEXT = {"gap_larger": "{arm}: larger gap than {against}",
+        "gap_more_variable": "{arm}: more variable gap than {against}",
+        "gap_equivalent": "{arm}: gap equivalent to {against}'s",
+        "lambda_higher": "{arm}: higher final λ1 than {against}",
+        "lambda_higher_at_equal_steps": "{arm}: higher λ1 than {against} at equal steps",
+        "lambda_equivalent": "{arm}: reproduces {against}'s final λ1",
+        "gap_lambda_correlation": "gap–λ1 correlation within {arm}"}
+GAP_KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent")
+
+
+def claim_text(spec: Spec) -> str:
+    return TEXT[spec.claim].format(arm=spec.arm, against=spec.against)
+
+
+def log_lambda(run: Run) -> float | None:
+    lam = run.value("lambda_max")
+    return math.log(lam) if lam is not None and lam > 0 else None
+
+
+def score_cell(arms: list[tuple[str, list[Run]]], chance, margin) -> str:
+    """"0.55 (3/10) vs 0.8 (10/10)": mean test score and runs that learned, per arm."""
+    cells = []
+    for _, runs in arms:
+        scores = [s for s in (learning.test_score(r) for r in runs) if s is not None]
+        n_learned, n_known = learning.learned_count(runs, chance, margin)
+        mean = fmt(float(np.mean(scores))) if scores else "n/a"
+        cells.append(mean + (f" ({n_learned}/{n_known})" if n_known else " (chance unknown)"))
+    return " vs ".join(cells)
+
+
+def gate(arms: list[tuple[str, list[Run]]], chance, margin) -> str | None:
+    """"not interpretable (...)" when an arm did not learn (fewer than half of its runs above chance +
+    margin), else None."""
+    failed = []
+    for name, runs in arms:
+        if learning.arm_learned(runs, chance, margin) is False:
+            n_learned, n_known = learning.learned_count(runs, chance, margin)
+            failed.append(f"{name} learned in {n_learned}/{n_known} runs")
+    return f"not interpretable ({'; '.join(failed)}: score ≤ chance {chance:g} + {margin:g})" if failed else None
+
+
+def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan: Plan) -> Claim:
+    """The claim `spec` on this task's groups, before Holm (p_holm and verdict unset)."""
+    c = Claim(claim=claim_text(spec), task=task, statistic="—", p=None, n="0", test=_test_label(spec.test, spec),
+              primary=spec.primary, alpha=spec.alpha,
+              family=f"{task}: {spec.family}" + ("" if spec.primary else " (exploratory)"),
+              key=f"{spec.claim} {spec.arm} {spec.against or ''}".strip())
+    chance, margin = plan.chance(task), plan.learned_margin
+    a = groups.get(spec.arm)
+    if not a:
+        c.not_tested = f"no ok runs of arm {spec.arm}"
+        return c
+    if spec.claim == "gap_lambda_correlation":
+        return _correlation(c, spec, a, gap, chance, margin)
+    b = groups.get(spec.against)
+    if not b:
+        c.not_tested = f"no ok runs of arm {spec.against}"
+        return c
+    arms = [(spec.arm, a), (spec.against, b)]
+    is_gap = spec.claim in GAP_KINDS
+    if is_gap:
+        c.score = score_cell(arms, chance, margin)
+        c.gate = gate(arms, chance, margin)
+    # the measure, paired by seed where the plan says so and at least MIN_N seeds pair
+    test, note, steps = spec.test, "", None
+    if spec.claim == "lambda_higher_at_equal_steps":
+        x, y, steps, dropped = equal_steps.paired_log_lambda(a, b)
+        paired = spec.pairing == "seed" and len(x) >= MIN_N
+        if dropped:
+            note = f"; {dropped} pair(s) without a λ1 after step 0 by their common step left out"
+        if not paired:
+            common = equal_steps.common_step(a + b)
+            x = equal_steps.unpaired_log_lambda(a, common) if common else []
+            y = equal_steps.unpaired_log_lambda(b, common) if common else []
+            steps = [common] if common else []
+    else:
+        get = (lambda r: r.value(gap)) if is_gap else log_lambda
+        x, y, _ = paired_values(a, b, get)
+        paired = spec.pairing == "seed" and spec.test in PAIRED and len(x) >= MIN_N
+        if not paired:
+            x, y = unpaired_values(a, get), unpaired_values(b, get)
+    if spec.test in PAIRED and not paired:
+        test = unpaired_version(spec.test)
+        note = (f" (unpaired: {'plan says pairing none' if spec.pairing != 'seed' else 'fewer than 3 seeds pair'})"
+                + note)
+    c.test = _test_label(test, spec)
+    c.n = (f"{len(x)} pairs" if paired else f"{len(x)} vs {len(y)}") + note
+    if steps:
+        c.extra["steps"] = (min(steps), max(steps))
+        c.n += f"; at step {fmt(min(steps))}" + (f"–{fmt(max(steps))}" if max(steps) != min(steps) else "")
+    if len(x) < MIN_N or len(y) < MIN_N:
+        c.not_tested = f"fewer than {MIN_N} runs with the value: {spec.arm} n={len(x)}, {spec.against} n={len(y)}"
+        return c
+    eq_margin = math.log(plan.lambda_ratio) if not is_gap else plan.gap_margin(task)
+    if spec.claim in ("gap_equivalent", "lambda_equivalent"):
+        return _equivalence(c, spec, test, x, y, paired, eq_margin, is_gap, plan)
+    if spec.claim == "gap_more_variable":
+        res = run_test(test, x, y)
+        eff = effects.var_ratio(x, y, paired)
+        c.statistic = f"W = {fmt(res.statistic)}"
+        c.effect = _ci("var ratio", eff)
+        c.p, c.decision, c.sign = res.p, "directional", 1.0 if eff.value > 1 else -1.0
+        n1, n2 = len(x), len(y)
+        c.smallest = lambda alpha: f"var ratio {fmt(power.variance_ratio(n1, n2, alpha))} (F approx.)"
+        return c
+    alternative = spec.alternative if spec.alternative in ("greater", "less", "two-sided") else "greater"
+    res = run_test(test, x, y, alternative)
+    if alternative in ("greater", "less"):  # the other direction, to tell "reversed" from "undetectable"
+        c.extra["p_reverse"] = run_test(test, x, y, "less" if alternative == "greater" else "greater").p
+    c.statistic = f"{'W' if test == 'wilcoxon' else 'U' if test == 'mannwhitneyu' else 't'} = {fmt(res.statistic)}"
+    c.p, c.decision = res.p, "directional"
+    if is_gap:
+        eff = effects.difference(x, y, paired)
+        c.effect = _ci("Δgap", eff)
+        c.sign = 1.0 if eff.value > 0 else -1.0
+        approx = " (t approx.)" if test in ("wilcoxon", "mannwhitneyu") else ""
+        c.smallest = lambda alpha: f"Δgap {fmt(power.mean_shift(x, y, paired, alpha))}{approx}"
+    else:
+        eff = effects.ratio(x, y, paired)
+        c.effect = _ci("λ1 ratio", eff)
+        c.sign = 1.0 if eff.value > 1 else -1.0
+        c.smallest = lambda alpha: f"λ1 ratio {fmt(math.exp(power.mean_shift(x, y, paired, alpha)))}"
+    if eq_margin:  # "absent": the TOST at the plan's margin, at the claim's α (not Holm-corrected)
+        tost = run_test("tost_paired" if paired else "tost_ind", x, y, margin=eq_margin)
+        if tost.p is not None and tost.p < spec.alpha:
+            within = f"±{fmt(eq_margin)}" if is_gap else f"×/÷ {fmt(plan.lambda_ratio)}"
+            c.absent = f"absent (TOST p = {fmt(tost.p)}, within {within})"
+    return c
+
+
+def _test_label(test: str, spec: Spec) -> str:
+    on = " on log λ1" if spec.claim.startswith("lambda") and test in ("ttest_rel", "welch", "tost_paired",
+                                                                      "tost_ind") else ""
+    side = f", {spec.alternative}" if spec.alternative in ("greater", "less") and test not in (
+        "brown_forsythe", "tost_paired", "tost_ind") else ""
+    return f"{NAMES[test]}{on}{side}"
+
+
+def _ci(name: str, eff: effects.Effect) -> str:
+    return f"{name} {fmt(eff.value)} [{fmt(eff.low)}, {fmt(eff.high)}]"
+
+
+def _equivalence(c: Claim, spec: Spec, test: str, x, y, paired: bool, margin, is_gap: bool, plan: Plan) -> Claim:
+    if not margin:
+        c.not_tested = "the plan states no gap_margin for this task"
+        return c
+    res = run_test(test, x, y, margin=margin)
+    c.statistic = f"t = {fmt(res.statistic)}; margin " + (f"±{fmt(margin)}" if is_gap
+                                                          else f"×/÷ {fmt(plan.lambda_ratio)}")
+    c.p, c.decision = res.p, "equivalence"
+    eff = effects.difference(x, y, paired) if is_gap else effects.ratio(x, y, paired)
+    c.effect = _ci("Δgap" if is_gap else "λ1 ratio", eff)
+    return c
+
+
+def _correlation(c: Claim, spec: Spec, runs: list[Run], gap: str, chance, margin) -> Claim:
+    pairs = [(log_lambda(r), r.value(gap)) for r in runs]
+    pairs = [(lam, g) for lam, g in pairs if lam is not None and g is not None]
+    c.n = str(len(pairs))
+    c.test = "Spearman r, permutation p (two-sided; sign read)"
+    c.score = score_cell([(spec.arm, runs)], chance, margin)
+    if len(pairs) < MIN_N:
+        c.not_tested = f"fewer than {MIN_N} runs with both values: n={len(pairs)}"
+        return c
+    lam, g = (np.array(v, dtype=float) for v in zip(*pairs))
+    res = run_test("spearman", lam, g, "two-sided")
+    c.statistic = f"r = {fmt(res.statistic)}"
+    c.effect = f"r {fmt(res.statistic)}"
+    c.p, c.decision = res.p, "correlation"
+    c.sign = 1.0 if res.statistic > 0 else -1.0
+    n = len(pairs)
+    c.smallest = lambda alpha: f"|r| {fmt(power.correlation(n, alpha))} (Fisher z)"
+    return c

@@ -1,0 +1,175 @@
+"""The analysis plan as data (docs/study/plan.yaml): primary claims per task, the "any rule" template, the
+controls' claims, α, the equivalence margins, the chance levels; and where the plan comes from (its sha256,
+the commit that last changed it, and whether that commit precedes the runs' code: pre-registered).
+
+A claim spec is a dict: claim (a kind of analysis.claim_kinds), arm, against, test, pairing ("seed" |
+"none"), alternative, family, alpha. `Plan.claims_for(task, arms)` expands the plan over the arms a task's
+records hold: primary claims first, then the template for every arm that is neither the reference nor a
+control (any rule name at all), then the controls' exploratory claims.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from analysis.hypothesis import TESTS
+
+DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "docs" / "study" / "plan.yaml"
+KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent", "lambda_higher", "lambda_higher_at_equal_steps",
+         "lambda_equivalent", "gap_lambda_correlation")
+# classification chance levels by task when the plan does not state one (1 / number of classes)
+KNOWN_CHANCE = {"dms": 0.5, "seqmnist": 0.1}
+
+
+class PlanError(ValueError):
+    """The plan file is missing or malformed (report.py: one line, exit 2)."""
+
+
+@dataclass
+class Spec:
+    claim: str
+    arm: str
+    against: str | None
+    test: str
+    pairing: str
+    alternative: str
+    family: str
+    alpha: float
+    primary: bool
+
+    @property
+    def key(self) -> tuple:
+        return (self.claim, self.arm, self.against)
+
+
+@dataclass
+class Plan:
+    path: str
+    alpha: float = 0.05
+    learned_margin: float = 0.15
+    lambda_ratio: float = 1.5
+    reference: str = "bptt"
+    controls: list[str] = field(default_factory=list)
+    tasks: dict = field(default_factory=dict)
+    any_rule: list[dict] = field(default_factory=list)
+    exploratory: list[dict] = field(default_factory=list)
+
+    def task(self, task: str) -> dict:
+        return self.tasks.get(task) or {}
+
+    def chance(self, task: str) -> float | None:
+        """The task's chance score: the plan's, else 1 / n classes of a known task, else None (no gating)."""
+        c = self.task(task).get("chance")
+        return float(c) if c is not None else KNOWN_CHANCE.get(task)
+
+    def gap_margin(self, task: str) -> float | None:
+        m = self.task(task).get("gap_margin")
+        return float(m) if m is not None else None
+
+    def rules(self, arms) -> list[str]:
+        """The arms under test: neither the reference nor a control."""
+        return [a for a in arms if a != self.reference and a not in self.controls]
+
+    def pooled(self, arms) -> list[str]:
+        """The arms "pooled" means (figure and table alike): the reference and every rule under test."""
+        return [a for a in arms if a == self.reference or a in self.rules(arms)]
+
+    def claims_for(self, task: str, arms: list[str]) -> list[Spec]:
+        specs: list[Spec] = []
+        seen = set()
+
+        def add(d: dict, primary: bool, arm: str | None = None):
+            s = self._spec(d, primary, arm)
+            if s.key not in seen:
+                seen.add(s.key)
+                specs.append(s)
+        for d in self.task(task).get("primary") or []:
+            add(d, True)
+        for arm in self.rules(arms):
+            for d in self.any_rule:
+                add(d, False, arm)
+        for d in self.exploratory:
+            add(d, False)
+        return specs
+
+    def _spec(self, d: dict, primary: bool, arm: str | None) -> Spec:
+        return Spec(claim=d["claim"], arm=arm or d["arm"], against=d.get("against"), test=d["test"],
+                    pairing=d.get("pairing", "none"), alternative=d.get("alternative", "greater"),
+                    family=str(d.get("family", d["claim"])), alpha=float(d.get("alpha", self.alpha)),
+                    primary=primary)
+
+
+def _check_spec(d, where: str, need_arm: bool) -> None:
+    if not isinstance(d, dict):
+        raise PlanError(f"{where}: a claim must be a mapping, got {d!r}")
+    for key in ("claim", "test") + (("arm",) if need_arm else ()):
+        if key not in d:
+            raise PlanError(f"{where}: claim {d} has no {key!r}")
+    if d["claim"] not in KINDS:
+        raise PlanError(f"{where}: unknown claim {d['claim']!r}; allowed: {', '.join(KINDS)}")
+    if d["test"] not in TESTS:
+        raise PlanError(f"{where}: unknown test {d['test']!r}; allowed: {', '.join(TESTS)}")
+    if d.get("pairing", "none") not in ("seed", "none"):
+        raise PlanError(f"{where}: pairing {d.get('pairing')!r}; allowed: seed, none")
+    if d.get("alternative", "greater") not in ("greater", "less", "two-sided", "equivalent"):
+        raise PlanError(f"{where}: alternative {d.get('alternative')!r}; allowed: greater, less, two-sided, "
+                        "equivalent")
+
+
+def load_plan(path: str | Path = DEFAULT_PLAN) -> Plan:
+    """Read and check a plan file; PlanError (one line) when it is missing or malformed."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PlanError(f"cannot read the analysis plan {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise PlanError(f"the analysis plan {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(raw, dict):
+        raise PlanError(f"the analysis plan {path} is not a mapping")
+    for name, task in (raw.get("tasks") or {}).items():
+        if not isinstance(task, dict):
+            raise PlanError(f"plan task {name!r} is not a mapping")
+        primary = task.get("primary") or []
+        for d in primary:
+            _check_spec(d, f"tasks.{name}.primary", True)
+    for d in raw.get("any_rule") or []:
+        _check_spec(d, "any_rule", False)
+    for d in raw.get("exploratory") or []:
+        _check_spec(d, "exploratory", True)
+    return Plan(path=str(path), alpha=float(raw.get("alpha", 0.05)),
+                learned_margin=float(raw.get("learned_margin", 0.15)),
+                lambda_ratio=float(raw.get("lambda_ratio", 1.5)), reference=str(raw.get("reference", "bptt")),
+                controls=[str(c) for c in raw.get("controls") or []], tasks=raw.get("tasks") or {},
+                any_rule=list(raw.get("any_rule") or []), exploratory=list(raw.get("exploratory") or []))
+
+
+# ------------------------------------------------------------------------------------------ provenance
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def provenance(path: str | Path, run_commits: set[str]) -> dict:
+    """{"sha256", "commit" (last commit that changed the file, or None), "dirty" (uncommitted changes),
+    "preregistered": True when that commit is an ancestor of every run's code commit, False when not, None
+    when unknown (no git, no commit, or runs without a commit)}."""
+    path = Path(path).resolve()
+    out = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12], "commit": None, "dirty": False,
+           "preregistered": None}
+    try:
+        log = _git(["log", "-1", "--format=%H", "--", path.name], path.parent)
+        commit = log.stdout.strip() if log.returncode == 0 else ""
+        if commit:
+            out["commit"] = commit
+            out["dirty"] = bool(_git(["status", "--porcelain", "--", path.name], path.parent).stdout.strip())
+            if run_commits:
+                ok = [_git(["merge-base", "--is-ancestor", commit, c], path.parent).returncode == 0
+                      for c in sorted(run_commits)]
+                out["preregistered"] = all(ok)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
