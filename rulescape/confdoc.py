@@ -28,14 +28,16 @@ def default_options() -> dict[str, str]:
 
 
 def summary(path: Path) -> str:
-    """The option file's first comment line that is not a package directive ('' when it has none)."""
+    """What an option file says about itself: its first block of whole-line comments (package directives
+    left out), joined; '' when it has none."""
+    block: list[str] = []
     for line in path.read_text().splitlines():
         text = line.strip()
-        if text.startswith("#") and "@package" not in text:
-            return text.lstrip("# ").strip()
-        if text and not text.startswith("#"):
+        if text.startswith("#") and "@package" not in text and not line.startswith(" "):
+            block.append(text.lstrip("#").strip())
+        elif block:
             break
-    return ""
+    return " ".join(block)
 
 
 KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w]*):(.*)$")

@@ -326,7 +326,7 @@ def allowed(f) -> str:
     text = range_of(f, kind)
     if kind is int:
         low, high, _, _ = parse_range(text)
-        return f"an integer >= {low:g}" if high == INT_MAX else f"an integer in [{low:g}, {high:g}]"
+        return f"an integer >= {low:.0f}" if high == INT_MAX else f"an integer in [{low:.0f}, {high:.0f}]"
     return f"a finite number in {text}"
 
 
