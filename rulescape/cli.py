@@ -64,33 +64,20 @@ def check_group_overrides(argv: list[str]) -> str | None:
 
 
 def check_keys(argv: list[str]) -> str | None:
-    """The error line for an override of a key that does not exist (`model.hiden=3`), found by composing
-    the config once before Hydra does. Skipped for multirun sweeps (their values are lists)."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return None
+    """The error line for an override of a key that does not exist (`model.hiden=3`): the keys its section
+    has, from the config composed without the dotted overrides. Skipped for multirun sweeps."""
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "hydra"))]
     dotted = [a.split("=", 1)[0].lstrip("+~") for a in overrides if "." in a.split("=", 1)[0]]
-    if not dotted:
+    if "-m" in argv or "--multirun" in argv or not dotted or not compose_problem(overrides)[0]:
         return None
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
-    except Exception:  # noqa: BLE001 - find which dotted key is unknown; other errors: compose_problem
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                base = compose(config_name="config",
-                               overrides=[a for a in overrides if "." not in a.split("=", 1)[0]])
-        except Exception:  # noqa: BLE001 - an undotted override is wrong too: compose_problem names it
-            return None
-        for key in dotted:
-            if OmegaConf.select(base, key, default="__missing__") == "__missing__":
-                parent = key.rsplit(".", 1)[0]
-                node = OmegaConf.select(base, parent)
-                keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
-                return f"error: unknown config key '{key}'; {parent} has: {keys}"
-        return None  # let Hydra report what it found
+    base = compose_problem([a for a in overrides if "." not in a.split("=", 1)[0]])[1]
+    for key in dotted if base is not None else ():  # an undotted override is wrong too: Hydra's line names it
+        if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+            parent = key.rsplit(".", 1)[0]
+            node = OmegaConf.select(base, parent)
+            keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
+            return f"error: unknown config key '{key}'; {parent} has: {keys}"
     return None
 
 
@@ -155,25 +142,26 @@ def path_too_long(name: str, path: Path) -> str | None:
     return None
 
 
-def run_dir_problem(hydra_cfg) -> str | None:
-    """One line when the run directory Hydra will create cannot be created (an unwritable place)."""
+def run_dir_problem(hydra_cfg, name: str = "hydra.run.dir") -> str | None:
+    """One line when the run (or sweep) directory Hydra will create cannot be created (an unwritable place,
+    an over-long path)."""
     from omegaconf import OmegaConf
     try:
-        run_dir = Path(OmegaConf.select(hydra_cfg, "hydra.run.dir"))
+        run_dir = Path(OmegaConf.select(hydra_cfg, name))
     except Exception:  # noqa: BLE001 - an interpolation only Hydra's job can resolve: left to train()
         return None
-    problem = path_too_long("hydra.run.dir", run_dir)
+    problem = path_too_long(name, run_dir)
     if problem:
         return problem
     existing = run_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return f"error: hydra.run.dir={run_dir}: cannot create it ({existing} is not a directory)"
+        return f"error: {name}={run_dir}: cannot create it ({existing} is not a directory)"
     try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
         os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
     except OSError as err:
-        return f"error: hydra.run.dir={run_dir}: cannot create it in {existing} ({err.strerror})"
+        return f"error: {name}={run_dir}: cannot create it in {existing} ({err.strerror})"
     return None
 
 
@@ -201,15 +189,7 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem, composed = compose_problem(overrides)
     if problem:  # an unknown dotted key: name the keys its section has
         return (None if multirun else check_keys(argv)) or problem
-    if multirun:
-        try:
-            from omegaconf import OmegaConf
-            sweep_dir = Path(OmegaConf.select(composed, "hydra.sweep.dir"))
-        except Exception:  # noqa: BLE001 - resolved by Hydra only
-            sweep_dir = None
-        problem = sweep_dir and path_too_long("hydra.sweep.dir", sweep_dir)
-    else:
-        problem = run_dir_problem(composed)
+    problem = run_dir_problem(composed, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if problem:
         return problem
     if check_values and not multirun:

@@ -69,6 +69,11 @@ def test_each_family_of_bad_values_is_refused_before_anything_runs(tmp_path, ove
     assert not run_dir.exists()
 
 
+def test_an_over_long_sweep_directory_is_refused_before_any_job_starts(tmp_path):
+    line = preflight(["-m", f"hydra.sweep.dir={tmp_path}/{LONG}", "seed=0,1"])
+    assert line and line.startswith("error: hydra.sweep.dir=") and "too long" in line, line
+
+
 def test_the_same_values_are_refused_inside_the_run_with_a_failed_record(tmp_path):
     """train() (what a sweep job runs) applies the same checks: one line, a 'failed' record, nothing trained."""
     from rulescape.run import train

@@ -111,7 +111,7 @@ def render() -> str:
     for group, options in groups().items():
         if group in PRESETS:
             continue
-        lines += ["", f"## `{group}=`: {', '.join(options)}", ""]
+        lines += ["", f"## `{group}=`", "", f"Options: {', '.join(f'`{o}`' for o in options)}.", ""]
         if group == "trainer":
             lines += ["`trainer.*` also takes any `pytorch_lightning.Trainer` argument (`+trainer.<arg>=...`).", ""]
         for option in options:
@@ -129,7 +129,7 @@ def render() -> str:
             lines += key_table(path, node, cls, inside=group) if flat(node) else ["(no keys)"]
             lines.append("")
     for group in PRESETS:
-        lines += [f"## `{group}=`: presets", "",
+        lines += [f"## `{group}=`", "",
                   "Each sets groups and keys across the config (`# @package _global_`); a study preset sweeps "
                   "`arm=` × seeds.", "", "| preset | what | sets |", "|---|---|---|"]
         for option in groups()[group]:
