@@ -328,7 +328,8 @@ def allowed(f) -> str:
     text = range_of(f, kind)
     if kind is int:
         low, high, _, _ = parse_range(text)
-        return f"an integer >= {low:.0f}" if high == INT_MAX else f"an integer in [{low:.0f}, {high:.0f}]"
+        return f"an integer >= {low:.0f} (at most {high:.0f})" if high in (INT_MAX, SEED_MAX) \
+            else f"an integer in [{low:.0f}, {high:.0f}]"
     return f"a finite number in {text}"
 
 

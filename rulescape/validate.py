@@ -117,29 +117,31 @@ def memory_bytes() -> int | None:
 
 
 def memory_parts(cfg) -> dict[str, float]:
-    """Bytes a run cannot do without: recurrent weights (a few copies of N^2), the data sets (training, test and
-    a shifted test set where the task makes one, T steps of inputs, target and loss mask each) and the
-    Lanczos basis (max_iter vectors of N^2). Lower bounds, so the check never refuses a run that would fit."""
+    """{the keys that size it: bytes} for what a run cannot do without: recurrent weights (a few copies of
+    N^2), the data sets (training, test and a shifted test set where the task makes one; T steps of inputs,
+    target and loss mask each) and the Lanczos basis (max_iter vectors of N^2). Lower bounds, so the check
+    never refuses a run that would fit."""
     n, width = cfg.model.hidden_size, (8 if cfg.float64 else 4)
     steps, inputs = trial_steps(cfg.task)
     shifted = any(lookup(cfg.task, k) is not None for k in ("shift_noise", "shift_delays"))
     trials = cfg.task.train_size + cfg.task.test_size * (2 if shifted else 1)
-    parts = {"weights": BYTES_PER_WEIGHT_COPY // 4 * width * n * n,
-             f"data sets (T={steps:.3g} steps per trial)": 4.0 * trials * steps * (inputs + 2)}
-    if cfg.curvature.every_n_steps and "curvature" in cfg.callbacks.enabled:
-        parts["Lanczos basis"] = width * min(cfg.curvature.max_iter, n * n) * n * n
+    parts = {f"model.hidden_size={n}": BYTES_PER_WEIGHT_COPY // 4 * width * n * n,
+             f"task={cfg.task.name} with task.train_size={cfg.task.train_size}, task.test_size={cfg.task.test_size} "
+             f"and T={steps:.3g} steps per trial (its timing / task.dt)": 4.0 * trials * steps * (inputs + 2)}
+    if cfg.curvature.every_n_steps and "curvature" in cfg.callbacks.enabled and cfg.curvature.backend == "lanczos":
+        parts[f"curvature.max_iter={cfg.curvature.max_iter} Lanczos vectors at model.hidden_size={n}"] = \
+            width * min(cfg.curvature.max_iter, n * n) * n * n
     return parts
 
 
 def check_memory(cfg) -> None:
-    """Refuse a run that needs more than this machine's memory (memory_parts), naming what takes it."""
+    """Refuse a run that needs more than this machine's memory (memory_parts), naming what takes most."""
     parts = memory_parts(cfg)
     need, have = sum(parts.values()), memory_bytes()
     if have and need > have:
-        what = ", ".join(f"{name} {size / 2**30:.3g}" for name, size in parts.items() if size > 0.01 * need)
-        raise ConfigError(f"model.hidden_size={cfg.model.hidden_size} with task={cfg.task.name} (task.train_size="
-                          f"{cfg.task.train_size}) is not allowed here: it needs about {need / 2**30:.3g} GiB "
-                          f"({what}) and this machine has {have / 2**30:.3g} GiB")
+        cause = max(parts, key=parts.get)
+        raise ConfigError(f"{cause} is not allowed here: it needs about {parts[cause] / 2**30:.3g} GiB of the run's "
+                          f"{need / 2**30:.3g} GiB, and this machine has {have / 2**30:.3g} GiB")
 
 
 def check_rho_from(run_dir: str) -> None:
