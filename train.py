@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rulescape.cli import preflight
+from rulescape.cli import preflight, usage
 from rulescape.errors import EXIT_CONFIG, ConfigError
 
 log = logging.getLogger("rulescape")
@@ -36,6 +36,9 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(usage())
+        sys.exit(0)
     problem = preflight(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)

@@ -1,6 +1,7 @@
-"""Command-line checks that happen before Hydra creates a run directory (`preflight`): an unknown option
-of a config group (`rule=foo`), an unknown key, a malformed override, an unwritable run directory and (for a
-single run) every value get one line instead of Hydra's multi-line error or a traceback."""
+"""The command line before Hydra sees it: `usage` (train.py --help) and `preflight`, the checks that happen
+before Hydra creates a run directory: an unknown option of a config group (`rule=foo`), an unknown key, a
+malformed override, an unwritable or over-long run directory and (for a single run) every value get one line
+instead of Hydra's multi-line error or a traceback."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,38 @@ import tempfile
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+MAIN_KEYS = ("seed", "model.hidden_size", "model.dale", "optimizer.lr", "trainer.max_steps", "l2", "eval_every",
+             "curvature.every_n_steps", "alignment.every_n_steps", "stop_at_train_acc", "ckpt_path", "threads")
+EXAMPLES = ("python train.py rule=rflo task=dms                        # one run, ~30 s",
+            "python train.py experiment=smoke rule=eprop logger=csv    # every moving part at toy size, ~10 s",
+            "python train.py -m rule=bptt,eprop seed=0,1 experiment=smoke   # a 4-job sweep, 2 at a time")
+
+
+def usage() -> str:
+    """train.py --help: usage, the groups with their options (the default marked *), main keys, examples."""
+    from omegaconf import OmegaConf
+    from rulescape.confdoc import default_options, groups, key_help
+    defaults = default_options()
+    lines = ["usage: python train.py [group=option ...] [key=value ...]        one run",
+             "       python train.py -m [group=a,b ...] [key=a,b ...]           a sweep (every combination)",
+             "", "groups (group=option; * the default):"]
+    for group, options in groups().items():
+        lines.append(f"  {group + '=':<12}" + ", ".join(o + ("*" if defaults.get(group) == o else "")
+                                                      for o in options))
+    lines += ["", "main keys (key=default; every key with its type, range and help: docs/configuration.md):"]
+    for name in MAIN_KEYS:
+        group, _, rest = name.partition(".")
+        path = CONF_DIR / group / f"{defaults[group]}.yaml" if rest and group in defaults else CONF_DIR / "config.yaml"
+        dotted = rest if path.parent.name == group else name
+        value = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"  {name + '=' + shown:<34} "
+                     f"{key_help(path).get(dotted, '')}".rstrip())
+    return "\n".join(lines + ["", "examples:", *("  " + e for e in EXAMPLES), "",
+                              "exit codes: 0 ok, 1 failed, 2 bad command line or config, 3 diverged, 130 interrupted.",
+                              "More: README.md, docs/. Hydra's own flags: --hydra-help, --cfg job, --info."])
 
 
 def group_options(group: str) -> list[str]:
@@ -31,33 +64,20 @@ def check_group_overrides(argv: list[str]) -> str | None:
 
 
 def check_keys(argv: list[str]) -> str | None:
-    """The error line for an override of a key that does not exist (`model.hiden=3`), found by composing
-    the config once before Hydra does. Skipped for multirun sweeps (their values are lists)."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return None
+    """The error line for an override of a key that does not exist (`model.hiden=3`): the keys its section
+    has, from the config composed without the dotted overrides. Skipped for multirun sweeps."""
     overrides = [a for a in argv if "=" in a and not a.startswith(("-", "hydra"))]
     dotted = [a.split("=", 1)[0].lstrip("+~") for a in overrides if "." in a.split("=", 1)[0]]
-    if not dotted:
+    if "-m" in argv or "--multirun" in argv or not dotted or not compose_problem(overrides)[0]:
         return None
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
-    except Exception:  # noqa: BLE001 - find which dotted key is unknown; other errors: compose_problem
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                base = compose(config_name="config",
-                               overrides=[a for a in overrides if "." not in a.split("=", 1)[0]])
-        except Exception:  # noqa: BLE001 - an undotted override is wrong too: compose_problem names it
-            return None
-        for key in dotted:
-            if OmegaConf.select(base, key, default="__missing__") == "__missing__":
-                parent = key.rsplit(".", 1)[0]
-                node = OmegaConf.select(base, parent)
-                keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
-                return f"error: unknown config key '{key}'; {parent} has: {keys}"
-        return None  # let Hydra report what it found
+    base = compose_problem([a for a in overrides if "." not in a.split("=", 1)[0]])[1]
+    for key in dotted if base is not None else ():  # an undotted override is wrong too: Hydra's line names it
+        if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+            parent = key.rsplit(".", 1)[0]
+            node = OmegaConf.select(base, parent)
+            keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
+            return f"error: unknown config key '{key}'; {parent} has: {keys}"
     return None
 
 
@@ -113,22 +133,35 @@ def bad_override(overrides: list[str]) -> str | None:
     return None
 
 
-def run_dir_problem(hydra_cfg) -> str | None:
-    """One line when the run directory Hydra will create cannot be created (an unwritable place)."""
+def path_too_long(name: str, path: Path) -> str | None:
+    from rulescape.schema import NAME_MAX, PATH_MAX
+    longest = max((len(part.encode()) for part in path.parts), default=0)
+    if longest > NAME_MAX or len(os.path.abspath(path)) > PATH_MAX:
+        return (f"error: {name}={str(path)[:40]}...: too long; a path may have {PATH_MAX} characters and each "
+                f"of its parts {NAME_MAX} (its longest part has {longest})")
+    return None
+
+
+def run_dir_problem(hydra_cfg, name: str = "hydra.run.dir") -> str | None:
+    """One line when the run (or sweep) directory Hydra will create cannot be created (an unwritable place,
+    an over-long path)."""
     from omegaconf import OmegaConf
     try:
-        run_dir = Path(OmegaConf.select(hydra_cfg, "hydra.run.dir"))
+        run_dir = Path(OmegaConf.select(hydra_cfg, name))
     except Exception:  # noqa: BLE001 - an interpolation only Hydra's job can resolve: left to train()
         return None
+    problem = path_too_long(name, run_dir)
+    if problem:
+        return problem
     existing = run_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        return f"error: hydra.run.dir={run_dir}: cannot create it ({existing} is not a directory)"
+        return f"error: {name}={run_dir}: cannot create it ({existing} is not a directory)"
     try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
         os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
     except OSError as err:
-        return f"error: hydra.run.dir={run_dir}: cannot create it in {existing} ({err.strerror})"
+        return f"error: {name}={run_dir}: cannot create it in {existing} ({err.strerror})"
     return None
 
 
@@ -156,10 +189,9 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem, composed = compose_problem(overrides)
     if problem:  # an unknown dotted key: name the keys its section has
         return (None if multirun else check_keys(argv)) or problem
-    if not multirun:
-        problem = run_dir_problem(composed)
-        if problem:
-            return problem
+    problem = run_dir_problem(composed, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if problem:
+        return problem
     if check_values and not multirun:
         from omegaconf import OmegaConf, open_dict
         from rulescape.checkpoint import check_checkpoint

@@ -1,18 +1,15 @@
-"""Config checks that a schema cannot say (rulescape/schema.py enforces types, booleans and unknown keys):
-ranges, choices taken from the registries, cross-field rules and a memory estimate. They run before any
-work; each failure is one line naming the key, the value and what is allowed (raised as ConfigError)."""
+"""Config checks between keys (each key's own range and choices are declared in rulescape/schema.py and
+checked there): batch against devices and training set, Lanczos sizes against the network, stop targets,
+neurogym's timing keywords, and a memory estimate covering weights, data sets and the Lanczos basis. They
+run before any work; each failure is one line naming the key, the value and what is allowed (ConfigError)."""
 from __future__ import annotations
 
 import math
 import os
-from numbers import Integral, Real
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rulescape.errors import ConfigError
-
-CURVATURE_BACKENDS = ("lanczos", "pyhessian")
-CURVATURE_PARAMS = ("recurrent", "all")
 
 
 def lookup(config, key: str):
@@ -25,70 +22,13 @@ def lookup(config, key: str):
     return node
 
 
-def require_choice(cfg, key: str, allowed) -> None:
-    value = lookup(cfg, key)
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
-
-
-def require_int(cfg, key: str, minimum: int, optional: bool = False) -> None:
-    value = lookup(cfg, key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(f"{key}={value!r} is not allowed; it must be an integer >= {minimum}")
-
-
-def require_real(cfg, key: str, low: float, high: float = math.inf, *, low_open: bool = False,
-                 optional: bool = False) -> None:
-    value = lookup(cfg, key)
-    if value is None and optional:
-        return
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        upper = "inf)" if high == math.inf else f"{high:g}]"
-        raise ConfigError(f"{key}={value!r} is not allowed; it must be a finite number in {bracket}{low:g}, {upper}")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first bad value found."""
-    from callbacks import CALLBACKS
+    """Raise ConfigError for the first bad combination found (cfg has passed schema.check_schema)."""
     from datamodules import TASKS
-    from modules.rnn import ACTIVATIONS
-    from modules.rules import RULES
-    from rulescape.loggers import LOGGERS
-
-    require_choice(cfg, "rule.name", sorted(RULES))
-    require_choice(cfg, "task.name", sorted(TASKS))
-    require_choice(cfg, "logger.name", LOGGERS)
-    require_choice(cfg, "model.activation", sorted(ACTIVATIONS))
-    for name in cfg.callbacks.enabled:
-        if name not in CALLBACKS:
-            raise ConfigError(f"callbacks.enabled: {name!r} is not a measurement; choose from: {', '.join(CALLBACKS)}")
-    require_int(cfg, "seed", 0)
-    if cfg.seed > MAX_SEED:
-        raise ConfigError(f"seed={cfg.seed} is not allowed; it must be an integer in [0, {MAX_SEED}]")
-    require_real(cfg, "optimizer.lr", 0.0, low_open=True)
-    require_real(cfg, "l2", 0.0)
-    for key in ("momentum", "weight_decay", "dampening", "eps"):
-        if lookup(cfg, f"optimizer.{key}") is not None:
-            require_real(cfg, f"optimizer.{key}", 0.0)
-    require_int(cfg, "trainer.max_steps", 1)
     import torch
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator!r} but no CUDA device is visible; "
                           "use trainer=cpu (or trainer=ddp trainer.accelerator=cpu trainer.strategy=ddp_spawn)")
-    require_int(cfg, "model.hidden_size", 1)
-    require_int(cfg, "model.n_cell_types", 1)
-    require_real(cfg, "model.alpha", 0.0, 1.0, low_open=True)
-    require_real(cfg, "model.noise_std", 0.0)
-    require_int(cfg, "task.batch_size", 1)
-    require_int(cfg, "task.train_size", 1)
-    require_int(cfg, "task.test_size", 1)
-    require_real(cfg, "task.noise", 0.0, optional=True)
-    require_real(cfg, "task.test_noise", 0.0, optional=True)
     devices = lookup(cfg, "trainer.devices")
     n_devices = devices if isinstance(devices, int) else len(devices) if isinstance(devices, (list, ListConfig)) else 1
     if n_devices > 1 and cfg.task.batch_size % n_devices:
@@ -97,25 +37,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.task.batch_size > cfg.task.train_size:
         raise ConfigError(f"task.batch_size={cfg.task.batch_size} is not allowed; it must be <= "
                           f"task.train_size={cfg.task.train_size}")
-    require_int(cfg, "eval_every", 0)
-    require_int(cfg, "checkpoint_every", 0)
-    require_int(cfg, "threads", 0)
-    require_int(cfg, "curvature.every_n_steps", 0)
-    require_choice(cfg, "curvature.backend", CURVATURE_BACKENDS)
-    require_choice(cfg, "curvature.params", CURVATURE_PARAMS)
-    require_int(cfg, "curvature.k", 1)
-    require_int(cfg, "curvature.batch_size", 1)
-    require_real(cfg, "curvature.tol", 0.0, low_open=True)
-    require_int(cfg, "curvature.max_iter", cfg.curvature.k if isinstance(cfg.curvature.k, int) else 1)
-    require_int(cfg, "curvature.trace_samples", 1)
-    require_int(cfg, "alignment.every_n_steps", 0)
-    require_real(cfg, "stop_at_train_acc", 0.0, 1.0, optional=True)
-    require_real(cfg, "stop_at_test_acc", 0.0, 1.0, optional=True)
-    require_real(cfg, "stop_at_train_loss", 0.0, optional=True)
-    require_real(cfg, "stop_at_test_loss", 0.0, optional=True)
-    require_int(cfg, "stop_check_every", 1)
-    require_real(cfg, "stop_wait_s", 0.0)
-    require_real(cfg, "clip_norm", 0.0, low_open=True, optional=True)
+    if cfg.curvature.max_iter < cfg.curvature.k:
+        raise ConfigError(f"curvature.max_iter={cfg.curvature.max_iter} is not allowed; it must be an integer "
+                          f">= {cfg.curvature.k} (curvature.k)")
+    if cfg.curvature.k > cfg.model.hidden_size ** 2:  # W_h's size: the smallest operator Lanczos runs on
+        raise ConfigError(f"curvature.k={cfg.curvature.k} is not allowed with model.hidden_size="
+                          f"{cfg.model.hidden_size}; the Hessian has {cfg.model.hidden_size ** 2} eigenvalues")
     from callbacks.stop_at_target import requested_targets
     stops = requested_targets(cfg)
     if len(stops) > 1:
@@ -124,20 +51,61 @@ def validate(cfg: DictConfig) -> None:
         value = lookup(cfg, stops[0]) if lookup(cfg, stops[0]) is not None else lookup(cfg, f"{stops[0]}_from")
         raise ConfigError(f"{stops[0]}={value} is not allowed on task.name={cfg.task.name!r}: a regression task "
                           f"has no accuracy; use {stops[0].replace('_acc', '_loss')}")
-    if cfg.rule.name == "tbptt":
-        require_int(cfg, "rule.window", 1)
-    if cfg.rule.name == "rflo":
-        require_real(cfg, "rule.feedback_scale", 0.0, low_open=True)
     if cfg.rule.name == "bptt_scaled":
         if lookup(cfg, "rule.rho") is None and lookup(cfg, "rule.rho_from") is None:
             raise ConfigError("rule=bptt_scaled needs rule.rho=<number> or rule.rho_from=<run dir>; both are null")
-        require_real(cfg, "rule.rho", 0.0, low_open=True, optional=True)
         if lookup(cfg, "rule.rho") is None:
             check_rho_from(cfg.rule.rho_from)
+    if cfg.task.name == "neurogym":
+        check_env_keywords(cfg.task)
     check_memory(cfg)
 
 
-MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+def check_env_keywords(task) -> None:
+    """task.kwargs / task.test_kwargs (neurogym's own keywords): every number finite, noise levels and the
+    durations under `timing` (a number, or a distribution such as [uniform, [a, b]]) not negative."""
+    for name in ("kwargs", "test_kwargs"):
+        for path, value in numbers(to_plain(lookup(task, name)) or {}, f"task.{name}"):
+            if not math.isfinite(value):
+                raise ConfigError(f"{path}={value!r} is not allowed; it must be a finite number")
+            if value < 0 and (f"task.{name}.timing." in path or path.endswith(".sigma")):
+                raise ConfigError(f"{path}={value!r} is not allowed; durations and noise levels must be >= 0")
+
+
+def to_plain(node):
+    return OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def numbers(node, path: str):
+    """(dotted path, number) for every number inside nested dicts and lists (booleans and strings skipped)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield path, float(node)
+
+
+def trial_steps(task) -> tuple[float, int]:
+    """(steps per trial T, input channels) as the task will build them (a lower bound where unknown)."""
+    get = lambda key, default=0.0: lookup(task, key) if lookup(task, key) is not None else default  # noqa: E731
+    if task.name == "dms":
+        delay = max([get("delay"), *(get("shift_delays", []) or [])])
+        return (get("fixation") + get("sample") + delay + get("test")) / get("dt", 1.0), int(get("n_stimuli", 2))
+    if task.name == "pattern":
+        return get("duration") / get("dt", 1.0), int(get("n_inputs", 1))
+    if task.name == "seqmnist":
+        return 28.0, 28
+    if task.name == "neurogym" and get("T", None) is None:  # the longest trial its timing keywords allow
+        timings = [to_plain(lookup(task, f"{name}.timing")) for name in ("kwargs", "test_kwargs")]
+        longest = max([sum(max((v for _, v in numbers(period, "")), default=0.0) for period in t.values())
+                       for t in timings if isinstance(t, dict)] + [0.0])
+        return longest / get("dt", 100.0), 1
+    return float(get("T", 0)), 1
+
+
 BYTES_PER_WEIGHT_COPY = 16  # weights, gradient estimate, optimizer state and a rule's per-synapse trace (x4 bytes)
 
 
@@ -148,15 +116,32 @@ def memory_bytes() -> int | None:
         return None
 
 
+def memory_parts(cfg) -> dict[str, float]:
+    """{the keys that size it: bytes} for what a run cannot do without: recurrent weights (a few copies of
+    N^2), the data sets (training, test and a shifted test set where the task makes one; T steps of inputs,
+    target and loss mask each) and the Lanczos basis (max_iter vectors of N^2). Lower bounds, so the check
+    never refuses a run that would fit."""
+    n, width = cfg.model.hidden_size, (8 if cfg.float64 else 4)
+    steps, inputs = trial_steps(cfg.task)
+    shifted = any(lookup(cfg.task, k) is not None for k in ("shift_noise", "shift_delays"))
+    trials = cfg.task.train_size + cfg.task.test_size * (2 if shifted else 1)
+    parts = {f"model.hidden_size={n}": BYTES_PER_WEIGHT_COPY // 4 * width * n * n,
+             f"task={cfg.task.name} with task.train_size={cfg.task.train_size}, task.test_size={cfg.task.test_size} "
+             f"and T={steps:.3g} steps per trial (its timing / task.dt)": 4.0 * trials * steps * (inputs + 2)}
+    if cfg.curvature.every_n_steps and "curvature" in cfg.callbacks.enabled and cfg.curvature.backend == "lanczos":
+        parts[f"curvature.max_iter={cfg.curvature.max_iter} Lanczos vectors at model.hidden_size={n}"] = \
+            width * min(cfg.curvature.max_iter, n * n) * n * n
+    return parts
+
+
 def check_memory(cfg) -> None:
-    """Refuse a network whose recurrent weights alone (a few copies of hidden_size^2) exceed this machine's
-    memory; a lower bound, so it never refuses a run that would fit."""
-    hidden = cfg.model.hidden_size
-    need = BYTES_PER_WEIGHT_COPY * hidden * hidden * (2 if cfg.float64 else 1)
-    have = memory_bytes()
+    """Refuse a run that needs more than this machine's memory (memory_parts), naming what takes most."""
+    parts = memory_parts(cfg)
+    need, have = sum(parts.values()), memory_bytes()
     if have and need > have:
-        raise ConfigError(f"model.hidden_size={hidden} is not allowed here; its weights alone need about "
-                          f"{need / 2**30:.3g} GiB and this machine has {have / 2**30:.3g} GiB")
+        cause = max(parts, key=parts.get)
+        raise ConfigError(f"{cause} is not allowed here: it needs about {parts[cause] / 2**30:.3g} GiB of the run's "
+                          f"{need / 2**30:.3g} GiB, and this machine has {have / 2**30:.3g} GiB")
 
 
 def check_rho_from(run_dir: str) -> None:

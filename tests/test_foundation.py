@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, compose_config
 from rulescape.cli import group_options
 from rulescape.run import train
+from rulescape.schema import check_schema
 from rulescape.validate import validate
 
 GROUPS = ["task", "model", "rule", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -37,7 +38,7 @@ def test_every_config_group_option_composes_and_validates(group):
         if group != "experiment":  # presets are global: they leave no `experiment` node
             assert cfg[group] is not None
         if group != "trainer" or option == "cpu":  # gpu/ddp compose but need hardware to run
-            validate(cfg)
+            validate(check_schema(cfg))  # the declarations, then the rules between keys
 
 
 def test_short_run_writes_the_documented_record(tmp_path):

@@ -25,7 +25,9 @@ TINY = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=4
 
 
 def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
+    """The section of README.md or of a docs/*.md page (README links them) under this heading."""
+    text = next(t for t in (p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+                if title in t)
     start = text.index(title)
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]

@@ -147,6 +147,18 @@ MUTATIONS = [
     mutation("ckpt_unsafe_load", "rulescape/checkpoint.py", 'ckpt = torch.load(p, map_location="cpu", weights_only=True)',
              'ckpt = torch.load(p, map_location="cpu", weights_only=False)',
              "a checkpoint is unpickled without the allow-list (it can run code)", "tests/test_trust.py"),
+    # --- config checks -------------------------------------------------------------------------------
+    mutation("nan_values_accepted", "rulescape/schema.py",
+             "return (math.isfinite(value) and (value > low",
+             "return math.isnan(value) or (math.isfinite(value) and (value > low",
+             "a NaN value (noise level, gain) passes the schema and is recorded as null", "tests/test_validate.py"),
+    mutation("memory_estimate_ignores_data", "rulescape/validate.py", "4.0 * trials * steps * (inputs + 2)",
+             "0.0 * trials * steps * (inputs + 2)", "data sets larger than memory are not refused",
+             "tests/test_validate.py"),
+    mutation("config_docs_untyped_keys_dropped", "tools/gen_config_docs.py", "        seen.add(top)\n",
+             "        seen.add(top)\n        if not f:\n            continue\n",
+             "a YAML key without a dataclass field is missing from docs/configuration.md",
+             "tests/test_configuration_docs.py"),
     # --- report --------------------------------------------------------------------------------------
     mutation("report_std_ddof0", "analysis/stats.py", "float(x.std(ddof=1))", "float(x.std(ddof=0))",
              "report std with ddof=0", "tests/test_report.py"),
