@@ -112,7 +112,7 @@ MUTATIONS = [
              "return value >= self.target if self.direction > 0 else value <= self.target",
              "return value > self.target if self.direction > 0 else value <= self.target",
              "stop_at_train_acc stops only above, not at, the target", "tests/test_fidelity.py"),
-    mutation("rho_history_not_followed", "modules/rules/bptt_scaled.py", "return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]",
+    mutation("rho_history_not_followed", "modules/run_records.py", "return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]",
              "return values[0]", "step-matched BPTT ignores the rho history after its first point",
              "tests/test_fidelity.py"),
     mutation("mdgl_never_warns", "modules/rules/mdgl.py", "if ratio < NEGLIGIBLE:", "if ratio < 0.0:",
