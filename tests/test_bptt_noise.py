@@ -235,3 +235,23 @@ def test_resume_is_exact_and_measurements_do_not_steer(tmp_path):
         if torch.is_tensor(value):
             assert torch.equal(value, states["quiet"][name]), name
             assert torch.equal(value, states["resumed"][name]), name
+
+
+@pytest.mark.slow
+def test_study_arms_follow_the_same_seeds_eprop_run(tmp_path):
+    """arm=bptt_noise follows the sweep's e-prop run's align_e_ratio history; arm=eprop_lr_rho trains at
+    lr / that run's rho_mean (Theorem 1's bound uses the optimizer's rate, so it is rho_mean / (rho lr))."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "train.py", "-m", "experiment=smoke", "logger=none",
+                             "arm=eprop,bptt_noise,eprop_lr_rho", "seed=0", "alignment.every_n_steps=2",
+                             "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep}",
+                             "hydra.sweep.subdir=${study_arm}_${task.name}_seed${seed}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    read = lambda arm: json.loads((sweep / f"{arm}_dms_seed0" / "summary.json").read_text())  # noqa: E731
+    eprop, noise, lr_rho = read("eprop"), read("bptt_noise"), read("eprop_lr_rho")
+    want = dict((int(s), v) for s, v in eprop["history"]["align_e_ratio"])
+    assert_alignment_matches(noise, lambda step: want[step])
+    lr = lr_rho["lr"] / eprop["rho_mean"]
+    for (s, bound), (_, rho) in zip(lr_rho["history"]["theory_lambda_bound"], lr_rho["history"]["theory_rho_window"]):
+        assert bound == pytest.approx(1.0 / (abs(rho) * lr), rel=1e-9), s
