@@ -99,6 +99,15 @@ def test_alignment_reads_rho_one_and_the_requested_error_on_every_tensor(e_ratio
     assert float(got["W_h"].diagonal().abs().max()) == 0.0  # no error on synapses that do not exist
 
 
+def test_a_zero_gradient_gets_no_error():
+    """Where g = 0 (e.g. a tensor the loss does not reach) there is no direction to be orthogonal to and no
+    length to scale: the error is 0, not NaN."""
+    from modules.rules.bptt_noise import orthogonal_error
+    draw = torch.randn(4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(orthogonal_error(torch.zeros(4, 5, dtype=torch.float64), draw, 3.0),
+                       torch.zeros(4, 5, dtype=torch.float64))
+
+
 def test_unbiased_error_shrinks_like_one_over_sqrt_draws():
     """Mean of K estimates -> g: |mean e| / |g| is about e_ratio / sqrt(K) (E|mean e|^2 = e_ratio^2 |g|^2 / K)."""
     net, batch, objective = make_net(), make_batch(), Objective("ce")

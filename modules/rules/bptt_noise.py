@@ -45,11 +45,11 @@ def perturbed(net) -> list[tuple[str, torch.Tensor]]:
 
 def orthogonal_error(g: torch.Tensor, draw: torch.Tensor, e_ratio: float) -> torch.Tensor:
     """draw (any shape, g's) with its component along g removed, scaled to length e_ratio |g| (zeros when
-    g or the projected draw is 0)."""
+    g is 0). No branch on a tensor's value: no host sync per step on a GPU."""
+    tiny = torch.finfo(g.dtype).tiny  # 0/tiny = 0: a zero g gives a zero projection and a zero length
     gg = (g * g).sum()
-    e = draw - (draw * g).sum() / gg * g if gg > 0 else torch.zeros_like(draw)
-    norm = e.norm()
-    return e * (e_ratio * gg.sqrt() / norm) if norm > 0 else torch.zeros_like(draw)
+    e = draw - (draw * g).sum() / gg.clamp_min(tiny) * g
+    return e * (e_ratio * gg.sqrt() / e.norm().clamp_min(tiny))
 
 
 def check_e_ratio(value, where: str) -> float:
