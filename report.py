@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 from analysis import claims as cl
-from analysis import figures, learning, markdown, prose, toy
+from analysis import dose_response, figures, learning, markdown, prose, toy
 from analysis.claim import HEADER as CLAIM_HEADER
 from analysis.load import Run, by_task_group, find_summaries, read_run
 from analysis.plan import DEFAULT_PLAN, Plan, PlanError, load_plan, provenance
@@ -46,6 +46,7 @@ FIGURE_NOTES = {
               "carried forward after it stopped; n still training marked (Fig. 3)",
     "matched_step": "bptt vs eprop vs step-matched bptt_scaled: λ1 over training and final gaps (Fig. 4C-E)",
     "rho_theory": "ρ, cos and |ĝ|/|g| over training; Theorem 1's |ρ|ηλ1 at curvature steps against 1 and 2",
+    "dose_response": "λ1 at the matched point against 2/(|ρ̄|η), log axes, identity line and OLS fit (Theorem 1)",
 }
 STATUSES = ("ok", "collapsed", "diverged", "failed", "interrupted")
 NUMBER_FIELDS = ("steps", "lr", "train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss",
@@ -294,6 +295,9 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
               markdown.table(["arm", "runs with a value", "final value", "final < 1", "final < 2",
                               "curvature steps < 1", "curvature steps < 2"], theory_rows), ""]
 
+    dose_lines, dose_files = dose_response.section(task, runs, out, draw, f"dose_response_{slug(task)}")
+    lines += dose_lines  # Theorem 1's dose-response (issue 23): only when runs vary 2/(|rho| eta)
+
     warned: dict[str, int] = {}
     for r in runs:
         for w in r.summary.get("warnings") or []:
@@ -318,7 +322,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
         "rho_theory": (lambda: figures.draw_rho_theory(task, groups, stability),
                        "no ok run has a `rho`, `align_cos`, `norm_ratio` or `theory_stability` history"),
     }
-    files, skipped = [], []
+    files, skipped = list(dose_files), []
     for kind, (draw_fig, why) in drawn.items():
         try:
             fig = draw_fig()

@@ -80,8 +80,11 @@ class StochasticRule(Rule):
     latest announced step, so measurements get their own draw and never shift the training trajectory.
     Resume is exact with nothing to replay: the rule seed (drawn once from the seeded global RNG at
     construction, so fixed by `seed`) and the last step are saved in the checkpoint as extra state, and
-    the training loop announces the restored global step. Under DDP each rank draws its own noise.
+    the training loop announces the restored global step. Under DDP each rank draws its own noise, unless
+    a rule sets `per_rank_draws = False` (bptt_noise: one noise vector shared by all ranks).
     """
+
+    per_rank_draws = True  # False: the key's rank is 0 on every rank, so all ranks draw the same numbers
 
     def __init__(self, net: RateRNN):
         super().__init__(net)
@@ -97,7 +100,7 @@ class StochasticRule(Rule):
         stream = 0 if self._training_call else 1
         self._training_call = False
         dist = torch.distributed
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank = dist.get_rank() if self.per_rank_draws and dist.is_available() and dist.is_initialized() else 0
         key = np.random.SeedSequence([self.rule_seed, self.step + 1, rank, stream]).generate_state(2, np.uint32)
         return torch.Generator(device=device).manual_seed(int(key[0]) << 32 | int(key[1]))
 

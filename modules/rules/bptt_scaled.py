@@ -19,42 +19,20 @@ BPTT; the surrogate's value is the loss.
 """
 from __future__ import annotations
 
-import bisect
-import json
 import math
-from pathlib import Path
 
 import torch
 
+from modules import run_records as records
 from modules.rules import register
 from modules.rules.base import Estimate, Rule
-from modules.run_records import run_dirs, wait_for
 
 RHO_MODES = ("mean", "history")
 
 
 def find_record(run_dir: str, wait_s: float = 0.0) -> dict:
-    """The summary.json of the one finished run that `run_dir` (a path or a glob) names; waits up to
-    wait_s seconds for it to exist and be finished."""
-    def finished() -> dict | None:
-        matches = run_dirs([str(run_dir)])
-        if len(matches) > 1:
-            raise ValueError(f"rule.rho_from={run_dir!r} matches {len(matches)} run dirs; it must name one")
-        path = Path(matches[0]) / "summary.json" if matches else None
-        if path is None or not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"rule.rho_from: '{path}' is not a readable summary.json ({err})") from err
-        if not isinstance(record, dict):
-            raise ValueError(f"rule.rho_from: '{path}' is not a run record")
-        return record if record.get("status") != "interrupted" else None  # finished, whatever its outcome
-
-    record = wait_for(finished, wait_s)
-    if record is None:
-        raise ValueError(f"rule.rho_from: no finished summary.json in '{run_dir}'")
-    return record
+    """The summary.json of the one finished run that `run_dir` names (modules/run_records.find_record)."""
+    return records.find_record(run_dir, "rule.rho_from", wait_s)
 
 
 def rho_from_run(run_dir: str, wait_s: float = 0.0) -> float:
@@ -67,14 +45,7 @@ def rho_from_run(run_dir: str, wait_s: float = 0.0) -> float:
 
 def rho_history_from_run(run_dir: str, wait_s: float = 0.0) -> list[tuple[int, float]]:
     """The [(step, rho), ...] history recorded in <run_dir>/summary.json (finite values only)."""
-    points = ((find_record(run_dir, wait_s).get("history") or {}).get("rho")) or []
-    try:
-        points = [(int(s), float(v)) for s, v in points if v is not None and math.isfinite(float(v))]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"rule.rho_from: '{run_dir}' has a malformed rho history") from err
-    if not points:
-        raise ValueError(f"rule.rho_from: '{run_dir}' has no rho history (was alignment measured in that run?)")
-    return sorted(points)
+    return records.recorded_history(run_dir, "rho", "rule.rho_from", wait_s)
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -127,7 +98,7 @@ class ScaledBPTT(Rule):
         if self._host is None:
             self._host = (self.rho_steps.tolist(), self.rho_values.tolist())
         steps, values = self._host
-        return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]
+        return records.value_at(steps, values, step)
 
     def surrogate(self, net, batch, objective, noise=None):
         rho = self.rho
