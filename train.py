@@ -36,7 +36,8 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    problem = preflight(sys.argv[1:])
+    from rulescape.targets import override_target_problem
+    problem = override_target_problem(sys.argv[1:]) or preflight(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(EXIT_CONFIG)

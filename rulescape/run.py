@@ -36,6 +36,7 @@ from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
 from rulescape.rundir import check_run_dir, read_status, run_dir_lock
 from rulescape.schema import check_schema
+from rulescape.targets import check_targets
 from rulescape.validate import settle, validate
 
 log = logging.getLogger("rulescape")
@@ -176,6 +177,7 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
                 log.error("could not write %s (%s)", summary_path, err.strerror or err)
 
     try:
+        check_targets(OmegaConf.to_container(cfg, resolve=True))  # first: nothing below instantiates a stranger
         cfg = check_schema(cfg)
         validate(cfg)
         for note in settle(cfg):

@@ -1,0 +1,105 @@
+"""Trust, round two (issue #26): nothing in a record or a command line runs code; a failed resume never
+replaces a finished record; an inherited rank variable switches nothing off; rho_from globs wait; a signal
+at any moment is one line, exit 130 and a record. Sweeps with a killed job: tests/test_sweep_jobs.py."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import ROOT, compose_config
+from rulescape.errors import EXIT_CONFIG, ConfigError
+from rulescape.run import train
+
+sys.path.insert(0, str(ROOT / "tools"))
+import rerun_record  # noqa: E402
+
+QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=6", "eval_every=3",
+         "checkpoint_every=0", "task.train_size=64", "task.test_size=64", "task.batch_size=16",
+         "model.hidden_size=16", "curvature.batch_size=16", "curvature.every_n_steps=3",
+         "alignment.every_n_steps=3"]
+
+
+def run_train(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def payload(marker: Path) -> dict:
+    """A config node that, instantiated by Hydra, creates the file `marker`."""
+    return {"_target_": "builtins.open", "file": str(marker), "mode": "w"}
+
+
+def test_the_payload_is_live_without_the_allow_list(tmp_path):
+    """The premise of the tests below: Hydra's instantiate (what builds the optimizer) does run it."""
+    marker = tmp_path / "made"
+    instantiate(payload(marker)).close()
+    assert marker.exists()
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory) -> dict:
+    run = tmp_path_factory.mktemp("record") / "run"
+    summary = train(compose_config([*QUICK, "callbacks=none"]), run)
+    assert summary["status"] == "ok"
+    return json.loads((run / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("where", ["optimizer", "nested", "scheduler", "other_group"])
+def test_a_crafted_record_creates_nothing(record, tmp_path, capsys, where):
+    marker = tmp_path / "pwned"
+    crafted = json.loads(json.dumps(record))
+    config = crafted["config"]
+    if where == "optimizer":
+        config["optimizer"] = payload(marker)
+    elif where == "nested":  # an allowed class, with a value that is itself a class to build
+        config["optimizer"]["momentum"] = payload(marker)
+    elif where == "scheduler":
+        config["scheduler"] = {**payload(marker), "_partial_": True}
+    else:
+        config["task"]["extra"] = payload(marker)
+    run = tmp_path / "crafted"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(crafted))
+    assert rerun_record.main([str(run)]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert len(err.splitlines()) == 1 and "_target_" in err and "refused" in err, err
+    with pytest.raises(ConfigError, match="_target_"):  # train() itself refuses it too, whoever calls it
+        train(__import__("omegaconf").OmegaConf.create(config), tmp_path / "direct")
+    assert not marker.exists()
+
+
+def test_an_allowed_optimizer_still_runs(tmp_path):
+    summary = train(compose_config([*QUICK, "callbacks=none", "optimizer=adam", "scheduler=step_decay"]),
+                    tmp_path / "run")
+    assert summary["status"] == "ok"
+
+
+@pytest.mark.parametrize("override", [
+    "optimizer._target_=builtins.open",
+    "+hydra.callbacks.evil._target_=builtins.open",
+    "+task.extra={_target_:builtins.open,file:MARKER,mode:w}",
+    "+hydra.callbacks.evil={_target_:builtins.open,file:MARKER,mode:w}",
+])
+def test_a_crafted_command_line_creates_nothing(tmp_path, override):
+    marker = tmp_path / "pwned"
+    extra = [f"+hydra.callbacks.evil.file={marker}", "+hydra.callbacks.evil.mode=w"] \
+        if override.startswith("+hydra.callbacks.evil._target_") else \
+        [f"+optimizer.file={marker}", "+optimizer.mode=w", "~optimizer._partial_"] \
+        if override.startswith("optimizer.") else []
+    result = run_train(*QUICK, override.replace("MARKER", str(marker)), *extra,
+                       f"hydra.run.dir={tmp_path / 'run'}")
+    assert not marker.exists()
+    assert result.returncode == EXIT_CONFIG, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "_target_" in lines[0], result.stderr
