@@ -142,14 +142,34 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise ConfigError(f"run directory {out_dir} cannot be created ({err.strerror})") from None
     if launched_rank():  # a DDP worker that Lightning started as a copy of this command: rank 0 holds the lock
         return train_locked(cfg, out_dir)
+    claim_rank_zero()
     with run_dir_lock(out_dir):
         check_run_dir(out_dir, OmegaConf.select(cfg, "ckpt_path", default=None))
         return train_locked(cfg, out_dir)
 
 
+RANK0_ENV = "RULESCAPE_RANK0_PID"  # set by rank 0 before fit; its DDP workers are its children
+
+
 def launched_rank() -> bool:
-    """True in a process Lightning launched for DDP ranks > 0 (strategy=ddp re-runs the command per rank)."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+    """True only in a DDP worker (rank > 0) that this run's rank 0 started: strategy=ddp re-runs the command
+    per rank as a child of rank 0. A LOCAL_RANK / NODE_RANK / RANK merely inherited from the environment
+    (a shell, a scheduler) does not count: such a process is a run of its own, locked and checked."""
+    def rank(name: str) -> int:
+        try:
+            return int(os.environ.get(name, "0") or 0)
+        except ValueError:
+            return 0
+    claimed = any(rank(name) > 0 for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    return claimed and os.environ.get(RANK0_ENV) == str(os.getppid())
+
+
+def claim_rank_zero() -> None:
+    """This process is rank 0 of its run: Lightning's rank-zero-only writes (logs, metrics.csv) happen here
+    whatever rank an inherited variable claimed, and the workers it launches can tell their parent."""
+    from pytorch_lightning.utilities import rank_zero_only  # one object with lightning_fabric's
+    rank_zero_only.rank = 0
+    os.environ[RANK0_ENV] = str(os.getpid())
 
 
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:

@@ -103,3 +103,28 @@ def test_a_crafted_command_line_creates_nothing(tmp_path, override):
     assert result.returncode == EXIT_CONFIG, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "_target_" in lines[0], result.stderr
+
+
+# --- rank comes from the launcher, not from an inherited variable ------------------------------------------
+
+def test_an_inherited_rank_variable_switches_no_protection_off(tmp_path, monkeypatch):
+    """LOCAL_RANK / NODE_RANK / RANK in a single run's environment (as a sweep job sees it: train() with no
+    preflight): the run is still rank 0 of its own, locked and checked; a finished run's directory is
+    refused and its record unchanged, a live run's directory too."""
+    from rulescape.errors import RunDirError
+    from rulescape.rundir import run_dir_lock
+    for name in ("LOCAL_RANK", "NODE_RANK", "RANK"):
+        monkeypatch.setenv(name, "1")
+    run = tmp_path / "run"
+    summary = train(compose_config([*QUICK, "logger=csv", "callbacks=none"]), run)
+    assert summary["status"] == "ok"
+    assert (run / "metrics.csv").stat().st_size > 0  # rank-zero-only writes happened
+    record = (run / "summary.json").read_bytes()
+    with pytest.raises(RunDirError, match="already holds"):
+        train(compose_config([*QUICK, "logger=csv", "callbacks=none"]), run)
+    assert (run / "summary.json").read_bytes() == record
+    live = tmp_path / "live"
+    live.mkdir()
+    with run_dir_lock(live), pytest.raises(RunDirError, match="in use"):
+        train(compose_config([*QUICK, "callbacks=none"]), live)
+    assert not (live / "summary.json").exists()
