@@ -133,7 +133,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("rule=bptt_scaled needs rule.rho=<number> or rule.rho_from=<run dir>; both are null")
         require_real(cfg, "rule.rho", 0.0, low_open=True, optional=True)
         if lookup(cfg, "rule.rho") is None:
-            check_rho_from(cfg.rule.rho_from)
+            check_rho_from(cfg.rule.rho_from, lookup(cfg, "rule.rho_wait_s") or 0)
     check_memory(cfg)
 
 
@@ -159,10 +159,15 @@ def check_memory(cfg) -> None:
                           f"{need / 2**30:.3g} GiB and this machine has {have / 2**30:.3g} GiB")
 
 
-def check_rho_from(run_dir: str) -> None:
-    """rule.rho_from names a run directory whose summary.json holds a finite number rho_mean."""
+def check_rho_from(run_dir: str, wait_s: float = 0) -> None:
+    """rule.rho_from names a run directory whose summary.json holds a finite number rho_mean. A glob, or a
+    record to wait for (rule.rho_wait_s > 0), may match only later: the rule itself looks, waits and refuses
+    (modules/rules/bptt_scaled.py)."""
+    import glob
     import json
     from pathlib import Path
+    if wait_s or glob.has_magic(str(run_dir)):
+        return
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise ConfigError(f"rule.rho_from={run_dir!r}: no summary.json in that directory")

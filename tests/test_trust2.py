@@ -128,3 +128,53 @@ def test_an_inherited_rank_variable_switches_no_protection_off(tmp_path, monkeyp
     with run_dir_lock(live), pytest.raises(RunDirError, match="in use"):
         train(compose_config([*QUICK, "callbacks=none"]), live)
     assert not (live / "summary.json").exists()
+
+
+# --- *_from globs wait for a record that appears later ------------------------------------------------------
+
+def write_later(run_dir: Path, record: dict, delay_s: float) -> threading.Thread:
+    """A run finishing beside this one: its directory now, its summary.json after delay_s seconds."""
+    def finish():
+        time.sleep(delay_s)
+        (run_dir / "summary.json").write_text(json.dumps(record))
+    run_dir.mkdir(parents=True)
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_rho_from_glob_waits_for_a_record_that_appears_later(tmp_path):
+    from rulescape.cli import preflight
+    source = {"status": "ok", "rule": "eprop", "rho_mean": 0.37, "history": {"rho": [[0, 0.5], [6, 0.24]]}}
+    args = [*QUICK, "callbacks=none", "rule=bptt_scaled", f"rule.rho_from={tmp_path}/eprop_dms_seed*",
+            "rule.rho_wait_s=60"]
+    assert preflight([*args, f"hydra.run.dir={tmp_path / 'run'}"]) is None  # validation does not refuse it
+    thread = write_later(tmp_path / "eprop_dms_seed0", source, delay_s=1.0)
+    start = time.monotonic()
+    summary = train(compose_config(args), tmp_path / "run")
+    thread.join()
+    assert summary["status"] == "ok", summary.get("error")
+    assert time.monotonic() - start >= 1.0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    rho = [v for k, v in state.items() if k.endswith("rho_values")]
+    assert [float(r) for r in rho[0]] == [0.37]  # the record written while it waited
+
+
+def test_rho_from_that_never_appears_is_one_line_after_the_wait(tmp_path):
+    args = [*QUICK, "callbacks=none", "rule=bptt_scaled", f"rule.rho_from={tmp_path}/eprop_*", "rule.rho_wait_s=0.1"]
+    with pytest.raises(ConfigError, match="rho_from"):
+        train(compose_config(args), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_stop_at_from_glob_waits_for_a_record_that_appears_later(tmp_path):
+    from rulescape.cli import preflight
+    args = [*QUICK, "callbacks=none", "trainer.max_steps=40", "stop_check_every=5",
+            f"stop_at_train_loss_from={tmp_path}/bio_*", "stop_wait_s=60"]
+    assert preflight([*args, f"hydra.run.dir={tmp_path / 'run'}"]) is None
+    thread = write_later(tmp_path / "bio_0", {"status": "ok", "train_loss": 1e6}, delay_s=1.0)
+    summary = train(compose_config(args), tmp_path / "run")
+    thread.join()
+    assert summary["status"] == "ok", summary.get("error")
+    assert summary["stop_target"] == {"metric": "train/loss", "target": 1e6}
+    assert summary["stopped_at"] == 5  # the first check: any loss is below 1e6
