@@ -2,33 +2,99 @@
 Sweep:  python train.py -m rule=bptt,eprop,rflo,mdgl seed=0,1,2 task=dms.  See README."""
 from __future__ import annotations
 
-import logging
+import signal
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+EXIT_INTERRUPTED = 130  # rulescape.errors.EXIT_INTERRUPTED, before anything is imported
 
-from rulescape.cli import preflight
-from rulescape.errors import EXIT_CONFIG, ConfigError
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop) is handled like Ctrl-C at any moment, imports and checks included;
+    Lightning installs its own handler during fit, with the same outcome."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":
+    stop_on_sigterm()
+try:
+    import logging
+    import time
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from rulescape.cli import preflight
+    from rulescape.errors import EXIT_CONFIG, ConfigError
+except KeyboardInterrupt:  # a signal while starting: nothing ran and no run directory exists yet
+    print("interrupted while starting; nothing ran", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 log = logging.getLogger("rulescape")
 
 
+def record_interrupt(cfg: DictConfig, out_dir: str, started_ns: int) -> None:
+    """A run directory exists (Hydra made it) but the run was stopped before training: say so in its
+    summary.json, unless a record is there that says more (this run's own, or a finished run's)."""
+    from omegaconf import OmegaConf
+
+    from rulescape.record import build_summary, write_unless_finished
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable value: the config as written
+        config = OmegaConf.to_container(cfg, resolve=False)
+    summary = build_summary("interrupted", config, {}, 0, (time.time_ns() - started_ns) / 1e9 if started_ns else 0.0,
+                            error="interrupted before training started (nothing to resume: run it again)")
+    from pathlib import Path
+    try:
+        write_unless_finished(Path(out_dir) / "summary.json", summary, keep_written_since_ns=started_ns)
+    except OSError:
+        pass
+
+
+def record_if_run_dir() -> str | None:
+    """Where Hydra already made this run's directory: the record there (written now if there was none)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    try:
+        if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        if not out_dir.is_dir():
+            return None
+        saved = out_dir / ".hydra" / "config.yaml"
+        cfg = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create({})
+        record_interrupt(cfg, str(out_dir), started_ns=0)  # 0: any record already there is kept
+        return str(out_dir / "summary.json")
+    except Exception:  # noqa: BLE001 - interrupted while Hydra set up: no record to point to
+        return None
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    from rulescape.report_line import print_summary
-    from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
+    started_ns = time.time_ns()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        from rulescape.report_line import print_summary
+        from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
         summary = train(cfg, hydra_cfg.runtime.output_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:  # a bad job must not stop the sweep; its summary.json says "failed"
             return "failed"
         sys.exit(EXIT_CONFIG)
+    except KeyboardInterrupt:  # before training (imports, checks, building): one line and a record
+        record_interrupt(cfg, hydra_cfg.runtime.output_dir, started_ns)
+        print(f"\ninterrupted before training started; record: {hydra_cfg.runtime.output_dir}/summary.json",
+              file=sys.stderr, flush=True)
+        if multirun:
+            return "interrupted"
+        sys.exit(EXIT_INTERRUPTED)
     print_summary(summary, hydra_cfg.runtime.output_dir)
     if not multirun and summary["status"] != "ok":
         sys.exit(STATUS_EXIT[summary["status"]])
@@ -36,9 +102,14 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
-    from rulescape.targets import override_target_problem
-    problem = override_target_problem(sys.argv[1:]) or preflight(sys.argv[1:])
-    if problem:
-        print(problem, file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    main()
+    try:
+        from rulescape.targets import override_target_problem
+        problem = override_target_problem(sys.argv[1:]) or preflight(sys.argv[1:])
+        if problem:
+            print(problem, file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        main()
+    except KeyboardInterrupt:  # in Hydra's own code, before or after main: a record if a run dir exists
+        where = record_if_run_dir()
+        print(f"\ninterrupted{'; record: ' + where if where else ''}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -114,15 +114,17 @@ def write_summary(path: Path, summary: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_unless_finished(path: Path, summary: dict, written_since_ns: int | None = None) -> bool:
-    """Write summary to path unless path holds another run's record that is not "failed" (written before
-    written_since_ns, when given). True if written."""
+def write_unless_finished(path: Path, summary: dict, keep_written_since_ns: int | None = None) -> bool:
+    """Write summary to path unless path holds a record that says more: one written at or after
+    keep_written_since_ns (the run's own), or any record that is not "failed". True if written."""
     path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:
         st = None
-    if st is not None and not (written_since_ns is not None and st.st_mtime_ns >= written_since_ns):
+    if st is not None:
+        if keep_written_since_ns is not None and st.st_mtime_ns >= keep_written_since_ns:
+            return False
         try:
             status = json.loads(path.read_text()).get("status")
         except (OSError, ValueError, AttributeError):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -230,6 +231,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     except Diverged as err:
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
+        if cfg.trainer.get("enable_progress_bar", True):
+            print(file=sys.stderr, flush=True)  # end the progress bar's line: the message starts on its own
         how = read_status(summary_path) == "interrupted" and json.loads(summary_path.read_text()).get("error")
         log.warning("interrupted (%s); resume with:\n  %s", how or "interrupted", resume_command(out_dir))
     except OSError as err:  # a full disk or a vanished directory: one line, no traceback

@@ -178,3 +178,45 @@ def test_stop_at_from_glob_waits_for_a_record_that_appears_later(tmp_path):
     assert summary["status"] == "ok", summary.get("error")
     assert summary["stop_target"] == {"metric": "train/loss", "target": 1e6}
     assert summary["stopped_at"] == 5  # the first check: any loss is below 1e6
+
+
+# --- a signal at any moment: one line, exit 130, a record wherever a run directory exists --------------------
+
+def signalled(run_dir: Path, sig: int, when) -> subprocess.CompletedProcess:
+    """train.py into run_dir, sent `sig` as soon as when(run_dir) is true."""
+    proc = subprocess.Popen([sys.executable, "train.py", *QUICK, "trainer.max_steps=100000", "checkpoint_every=0",
+                             f"hydra.run.dir={run_dir}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.monotonic() + 120
+    while not when(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def one_line(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_starting_is_one_line_and_exit_130(tmp_path, sig):
+    start = time.monotonic()
+    result = signalled(tmp_path / "run", sig, lambda d: time.monotonic() - start > 0.3)  # in the imports
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(one_line(result.stderr)) == 1, result.stderr
+    if (tmp_path / "run").exists():  # only if Hydra got as far as making it
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_once_the_run_directory_exists_leaves_a_record(tmp_path, sig):
+    """Hydra has written <run dir>/.hydra; the run is importing torch, checking and building."""
+    result = signalled(tmp_path / "run", sig, lambda d: (d / ".hydra" / "config.yaml").exists())
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(one_line(result.stderr)) == 1, result.stderr
+    record = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert record["status"] == "interrupted" and record["config"]["seed"] == 0
+    # nothing to resume: the same command runs again in that directory
+    again = run_train(*QUICK, "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert again.returncode == 0, again.stderr[-2000:]
