@@ -8,16 +8,34 @@ import sys
 EXIT_INTERRUPTED = 130  # rulescape.errors.EXIT_INTERRUPTED, before anything is imported
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler's stop) is handled like Ctrl-C at any moment, imports and checks included;
-    Lightning installs its own handler during fit, with the same outcome."""
-    def handler(signum, frame):
+class Stop:
+    """SIGINT and SIGTERM (a scheduler's stop) raise KeyboardInterrupt at any moment, imports and checks
+    included (Lightning installs its own handler during fit, with the same outcome); `held` defers them
+    while Hydra makes the run directory, so that main() receives them where it can record them."""
+    held = False
+    pending: list[int] = []
+
+    @classmethod
+    def handler(cls, signum, frame):
+        if cls.held:
+            cls.pending.append(signum)
+            return
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
+
+    @classmethod
+    def install(cls) -> None:
+        signal.signal(signal.SIGINT, cls.handler)
+        signal.signal(signal.SIGTERM, cls.handler)
+
+    @classmethod
+    def release(cls) -> None:
+        cls.held = False
+        if cls.pending:
+            raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
-    stop_on_sigterm()
+    Stop.install()
 try:
     import logging
     import time
@@ -55,31 +73,13 @@ def record_interrupt(cfg: DictConfig, out_dir: str, started_ns: int) -> None:
         pass
 
 
-def record_if_run_dir() -> str | None:
-    """Where Hydra already made this run's directory: the record there (written now if there was none)."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-    try:
-        if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
-            return None
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
-        if not out_dir.is_dir():
-            return None
-        saved = out_dir / ".hydra" / "config.yaml"
-        cfg = OmegaConf.load(saved) if saved.is_file() else OmegaConf.create({})
-        record_interrupt(cfg, str(out_dir), started_ns=0)  # 0: any record already there is kept
-        return str(out_dir / "summary.json")
-    except Exception:  # noqa: BLE001 - interrupted while Hydra set up: no record to point to
-        return None
-
-
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     started_ns = time.time_ns()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        Stop.release()  # a signal held since Hydra began making the run directory lands here
         from rulescape.report_line import print_summary
         from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
         summary = train(cfg, hydra_cfg.runtime.output_dir)
@@ -108,8 +108,9 @@ if __name__ == "__main__":
         if problem:
             print(problem, file=sys.stderr)
             sys.exit(EXIT_CONFIG)
+        # held while Hydra makes the run directory (a sweep's parent has its launcher's handlers)
+        Stop.held = not any(a in ("-m", "--multirun") for a in sys.argv[1:])
         main()
-    except KeyboardInterrupt:  # in Hydra's own code, before or after main: a record if a run dir exists
-        where = record_if_run_dir()
-        print(f"\ninterrupted{'; record: ' + where if where else ''}", file=sys.stderr)
+    except KeyboardInterrupt:  # in Hydra's code after main returned (the record is written) or before
+        print("\ninterrupted", file=sys.stderr)  # it made a run directory
         sys.exit(EXIT_INTERRUPTED)
