@@ -126,7 +126,7 @@ def write_unless_finished(path: Path, summary: dict, keep_written_since_ns: int 
         if keep_written_since_ns is not None and st.st_mtime_ns >= keep_written_since_ns:
             return False
         try:
-            status = json.loads(path.read_text()).get("status")
+            status = json.loads(path.read_text()).get("status") if path.is_file() else "not a file"
         except (OSError, ValueError, AttributeError):
             status = "unreadable"
         if status != "failed":

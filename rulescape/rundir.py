@@ -11,6 +11,8 @@ from rulescape.errors import RunDirError
 
 
 def read_status(summary_path: Path) -> str | None:
+    if summary_path.exists() and not summary_path.is_file():  # a FIFO would block the read
+        return "unreadable"
     try:
         status = json.loads(summary_path.read_text()).get("status")
         return status if isinstance(status, str) else "unreadable"

@@ -220,3 +220,23 @@ def test_a_signal_once_the_run_directory_exists_leaves_a_record(tmp_path, sig):
     # nothing to resume: the same command runs again in that directory
     again = run_train(*QUICK, "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+# --- readers read regular files only ------------------------------------------------------------------------
+
+def test_report_and_run_dir_checks_do_not_block_on_a_fifo_named_summary_json(tmp_path):
+    """report.py (analysis/load.py), the sweep table and the run-dir check each meet a FIFO where a record
+    should be: listed as unreadable / refused, never blocking. Run in a subprocess with a timeout."""
+    fifo_dir = tmp_path / "runs" / "fifo_run"
+    fifo_dir.mkdir(parents=True)
+    os.mkfifo(fifo_dir / "summary.json")
+    code = ("import sys; sys.path.insert(0, '.'); from pathlib import Path; "
+            "from analysis.load import load_runs; from rulescape.sweep_summary import summary_table; "
+            "from rulescape.rundir import check_run_dir; "
+            f"runs = load_runs([{str(tmp_path / 'runs')!r}]); print([r.status for r in runs]); "
+            f"print(summary_table(Path({str(tmp_path / 'runs')!r})).splitlines()[0]); "
+            f"check_run_dir(Path({str(fifo_dir)!r}), None)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "['unreadable']" in result.stdout, result.stderr[-2000:]
+    assert "1 jobs" in result.stdout
+    assert "already holds a run with status 'unreadable'" in result.stderr  # refused, not overwritten
