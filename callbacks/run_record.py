@@ -17,8 +17,10 @@ class RunRecord(pl.Callback):
     """Collects every callback's `history` and writes summary.json (rank 0) when training ends or fails.
     wall_time_s covers the whole run: the time before a resume travels in the checkpoint."""
 
-    def __init__(self, out_dir: str | Path, config: dict):
+    def __init__(self, out_dir: str | Path, config: dict, keep_on_failure: bool = False):
         self.out_dir, self.config = Path(out_dir), config
+        # resuming a run whose record says more than "failed": a failure is reported, not written over it
+        self.keep_on_failure = keep_on_failure
         self.start = time.time()
         self.earlier_wall_s = 0.0  # wall time of the run before the checkpoint it resumed
         self.loop_start: float | None = None  # when this process's training loop began
@@ -53,6 +55,9 @@ class RunRecord(pl.Callback):
                 extra |= cb.summary()
         summary = build_summary(status, self.config, merged_history(trainer), trainer.global_step,
                                 self.wall_time_s(), error=error, exact_rule=exact, extra=extra)
+        if status == "failed" and self.keep_on_failure:
+            self.written_status, self.error = None, error
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)
         self.written_status, self.error = status, error

@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -123,6 +124,11 @@ def resume_command(out_dir: Path) -> str:
     return "python train.py " + " ".join(shlex.quote(a) for a in args)
 
 
+def one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def log_to_file(message: str) -> None:
     """Write a line to the run's train.log (Hydra's file handler) without echoing it on the console."""
     record = logging.LogRecord("rulescape", logging.INFO, __file__, 0, message, None, None)
@@ -175,8 +181,11 @@ def claim_rank_zero() -> None:
 
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     summary_path = out_dir / "summary.json"
-    earlier_record = summary_path.exists()  # only ever a resumed run's own, or a "failed before it ran"
+    earlier_record = summary_path.exists()  # only ever a resumed run's own, or one of a run that never trained
     earlier_mtime = summary_path.stat().st_mtime_ns if earlier_record else None
+    # a resumed run's record (ok, interrupted, ...) is replaced by what the resume achieves, never by "failed"
+    keeps_record = earlier_record and read_status(summary_path) != "failed"
+    kept: list[str] = []  # failures not written over it
     try:
         config = OmegaConf.to_container(cfg, resolve=False)
     except OmegaConfBaseException:
@@ -189,8 +198,9 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     def record_failure(error: str, before_run: bool) -> None:
         if launched_rank():
             return  # only rank 0 writes the record
-        if before_run and earlier_record and read_status(summary_path) != "failed":
-            return  # a refused resume leaves the run's record as it was
+        if keeps_record and not written_by_this_run():
+            kept.append(error)  # a failed resume leaves the run's record as it was
+            return
         if not written_by_this_run():
             try:
                 write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
@@ -210,8 +220,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         with building(f"task {cfg.task.name}"):
             dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
         module = build_module(cfg, dm)
-        check_checkpoint(cfg.ckpt_path, config)
-        record = RunRecord(out_dir, config)
+        check_checkpoint(cfg.ckpt_path, config, module)  # contents too: nothing is written before it fits
+        record = RunRecord(out_dir, config, keep_on_failure=keeps_record)
         callbacks = [*build_callbacks(cfg, out_dir), record]
         with building(f"logger {cfg.logger.name}"):
             loggers = build_loggers(cfg, out_dir, run_name(cfg), resume=cfg.ckpt_path is not None)
@@ -239,12 +249,18 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         log.error("run failed: %s", err)
         record_failure(f"{type(err).__name__}: {err}", before_run=False)
     except Exception as err:  # noqa: BLE001 - recorded as "failed"; a sweep goes on
-        log.exception("run failed: %s", err)
-        record_failure(f"{type(err).__name__}: {err}", before_run=False)
+        log.error("run failed: %s: %s (traceback in train.log)", type(err).__name__, one_line(err))
+        log_to_file(traceback.format_exc())
+        record_failure(f"{type(err).__name__}: {one_line(err)}", before_run=False)
     finally:
         close_loggers()
     if not written_by_this_run():
-        record_failure("the run ended without a record (a worker process died?)", before_run=False)
+        record_failure(record.error or "the run ended without a record (a worker process died?)", before_run=False)
+    if kept:  # the failure is reported, the finished run's record stays
+        summary = build_summary("failed", config, {}, 0, time.time() - start,
+                                error=f"{kept[0]} (resume failed; {summary_path} still holds the run's record)")
+        log_to_file(f"[failed] resume failed: {kept[0]}; record kept: {summary_path}")
+        return summary
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, ValueError) as err:  # the record could not be written: report it from memory

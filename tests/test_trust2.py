@@ -240,3 +240,70 @@ def test_report_and_run_dir_checks_do_not_block_on_a_fifo_named_summary_json(tmp
     assert "['unreadable']" in result.stdout, result.stderr[-2000:]
     assert "1 jobs" in result.stdout
     assert "already holds a run with status 'unreadable'" in result.stderr  # refused, not overwritten
+
+
+# --- a checkpoint that does not fit is refused before anything is written; a failed resume keeps the record ---
+
+@pytest.fixture
+def finished(tmp_path) -> Path:
+    run = tmp_path / "done"
+    assert train(compose_config([*QUICK, "callbacks=none"]), run)["status"] == "ok"
+    return run
+
+
+def tamper(ckpt: dict, how: str) -> None:
+    if how == "shape":
+        ckpt["state_dict"]["net.W_h"] = torch.zeros(8, 8)
+    elif how == "dtype":
+        ckpt["state_dict"]["net.W_h"] = ckpt["state_dict"]["net.W_h"].double()
+    elif how == "missing_key":
+        del ckpt["state_dict"]["net.b"]
+    elif how == "optimizer_shape":
+        ckpt["optimizer_states"][0]["state"] = {1: {"momentum_buffer": torch.zeros(3)}}
+    elif how == "optimizer_count":
+        ckpt["optimizer_states"][0]["param_groups"][0]["params"] = [0, 1]
+    elif how == "loop_type":
+        ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["ready"] = "six"
+    elif how == "step_type":
+        ckpt["global_step"] = 6.5
+    elif how == "schedulers":
+        ckpt["lr_schedulers"] = [{"step_size": 1}]
+
+
+@pytest.mark.parametrize("how", ["shape", "dtype", "missing_key", "optimizer_shape", "optimizer_count",
+                                 "loop_type", "step_type", "schedulers"])
+def test_a_checkpoint_whose_contents_do_not_fit_is_refused_and_nothing_is_written(finished, how):
+    last = finished / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    tamper(ckpt, how)
+    torch.save(ckpt, last)
+    before = {p.name: p.read_bytes() for p in (finished / "summary.json", last)}
+    files = sorted(p.name for p in finished.rglob("*"))
+    with pytest.raises(ConfigError, match="does not fit this run") as err:
+        train(compose_config([*QUICK, "callbacks=none", "trainer.max_steps=9", f"ckpt_path={last}"]), finished)
+    assert "\n" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in (finished / "summary.json", last)} == before
+    assert sorted(p.name for p in finished.rglob("*")) == files
+
+
+def test_an_untampered_checkpoint_fits(finished):
+    last = finished / "checkpoints" / "last.ckpt"
+    summary = train(compose_config([*QUICK, "callbacks=none", "trainer.max_steps=9", f"ckpt_path={last}"]), finished)
+    assert summary["status"] == "ok" and summary["steps"] == 9
+
+
+def test_a_resume_that_fails_inside_fit_never_replaces_the_finished_record(finished, monkeypatch, capfd):
+    """What the contents check cannot see (a callback's state, a logger refusing the run id) fails inside
+    fit: reported as failed, the finished run's record stays as it was."""
+    from callbacks.run_record import RunRecord
+
+    def refuse(self, state):
+        raise TypeError("wall_time_s is not a number")
+    monkeypatch.setattr(RunRecord, "load_state_dict", refuse)
+    last = finished / "checkpoints" / "last.ckpt"
+    record = (finished / "summary.json").read_bytes()
+    summary = train(compose_config([*QUICK, "callbacks=none", "trainer.max_steps=9", f"ckpt_path={last}"]), finished)
+    assert summary["status"] == "failed" and "wall_time_s is not a number" in summary["error"]
+    assert "still holds the run's record" in summary["error"]
+    assert (finished / "summary.json").read_bytes() == record
+    assert "Traceback" not in capfd.readouterr().err
