@@ -307,3 +307,27 @@ def test_a_resume_that_fails_inside_fit_never_replaces_the_finished_record(finis
     assert "still holds the run's record" in summary["error"]
     assert (finished / "summary.json").read_bytes() == record
     assert "Traceback" not in capfd.readouterr().err
+
+
+# --- the result line of a run that stopped between evaluations ----------------------------------------------
+
+def test_an_interrupted_result_line_names_the_step_its_scores_are_from(tmp_path, monkeypatch):
+    import rulescape.run as run_module
+    from rulescape.report_line import result_line
+
+    class SigtermAt(run_module.pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+    build = run_module.build_callbacks
+    monkeypatch.setattr(run_module, "build_callbacks", lambda cfg, out: build(cfg, out) + [SigtermAt()])
+    summary = train(compose_config([*QUICK, "trainer.max_steps=12", "curvature.every_n_steps=4"]), tmp_path / "run")
+    assert summary["status"] == "interrupted" and summary["steps"] == 7
+    line = result_line(summary)
+    scored = summary["history"]["train_acc"][-1][0]
+    assert scored == 6 and f"steps=7 | at step {scored}: " in line, line
+    for key in ("train_acc", "test_loss"):
+        value = dict(map(tuple, summary["history"][key]))[scored]
+        assert f"{key}={value:.4g}" in line
+    lam_step = summary["history"]["lambda_max"][-1][0]
+    assert lam_step != scored and f"(step {lam_step})" in line, line
