@@ -113,3 +113,33 @@ def test_a_signal_to_the_sweep_stops_its_jobs_as_interrupted_and_resumable(tmp_p
 def line_args(line: str) -> list[str]:
     import shlex
     return shlex.split(line)[2:]
+
+
+STUDY = ["experiment=study_dms", "arm=eprop,bptt_matched", "seed=0", "trainer.max_steps=20", "model.hidden_size=16",
+         "task.train_size=64", "task.test_size=64", "task.batch_size=16", "eval_every=10", "curvature.every_n_steps=10",
+         "curvature.batch_size=32", "alignment.every_n_steps=5", "stop_check_every=10", "logger=csv"]
+VARYING = ("wall_time_s", "timing", "versions")  # when and how fast, not what
+
+
+def comparable(record: dict, sweep: Path) -> dict:
+    record = {k: v for k, v in record.items() if k not in VARYING}
+    return json.loads(json.dumps(record).replace(str(sweep), "<sweep>"))  # rule.rho_from names the sweep dir
+
+
+def test_the_cluster_launcher_gives_the_same_records(tmp_path):
+    """hydra/launcher=submitit_local (submitit's local executor: the code path SLURM uses, jobs at the same
+    time) runs a study sweep (an e-prop arm and its step-matched control, which waits for the e-prop record)
+    to the same records as the default launcher."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    got = {}
+    for launcher in ("submitit_local", "rulescape"):
+        sweep = tmp_path / launcher
+        result = subprocess.run([sys.executable, "train.py", "-m", *STUDY, f"hydra/launcher={launcher}",
+                                 f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        got[launcher] = {name: comparable(r, sweep) for name, r in records(sweep).items()}
+    assert sorted(got["rulescape"]) == ["bptt_matched_dms_seed0", "eprop_dms_seed0"]
+    assert all(r["status"] == "ok" for r in got["rulescape"].values())
+    assert got["rulescape"]["bptt_matched_dms_seed0"]["config"]["rule"]["rho_from"] == "<sweep>/eprop_dms_seed0"
+    assert got["submitit_local"] == got["rulescape"]
