@@ -14,6 +14,7 @@ class Stop:
     while Hydra makes the run directory, so that main() receives them where it can record them."""
     held = False
     pending: list[int] = []
+    in_main = False  # main() began: Hydra made the run directory
 
     @classmethod
     def handler(cls, signum, frame):
@@ -29,7 +30,7 @@ class Stop:
 
     @classmethod
     def release(cls) -> None:
-        cls.held = False
+        cls.held, cls.in_main = False, True
         if cls.pending:
             raise KeyboardInterrupt
 
@@ -112,5 +113,5 @@ if __name__ == "__main__":
         Stop.held = not any(a in ("-m", "--multirun") for a in sys.argv[1:])
         main()
     except KeyboardInterrupt:  # in Hydra's code after main returned (the record is written) or before
-        print("\ninterrupted", file=sys.stderr)  # it made a run directory
+        print("\ninterrupted" if Stop.in_main else "\ninterrupted while starting; nothing ran", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

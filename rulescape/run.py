@@ -179,6 +179,12 @@ def claim_rank_zero() -> None:
     os.environ[RANK0_ENV] = str(os.getpid())
 
 
+def end_progress_line(cfg: DictConfig) -> None:
+    """A run that stops mid-bar: end the progress bar's line, so that the message starts on its own."""
+    if cfg.trainer.get("enable_progress_bar", True):
+        print(file=sys.stderr, flush=True)
+
+
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     summary_path = out_dir / "summary.json"
     earlier_record = summary_path.exists()  # only ever a resumed run's own, or one of a run that never trained
@@ -239,10 +245,10 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
+        end_progress_line(cfg)
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
-        if cfg.trainer.get("enable_progress_bar", True):
-            print(file=sys.stderr, flush=True)  # end the progress bar's line: the message starts on its own
+        end_progress_line(cfg)
         how = read_status(summary_path) == "interrupted" and json.loads(summary_path.read_text()).get("error")
         log.warning("interrupted (%s); resume with:\n  %s", how or "interrupted", resume_command(out_dir))
     except OSError as err:  # a full disk or a vanished directory: one line, no traceback
