@@ -113,5 +113,7 @@ if __name__ == "__main__":
         Stop.held = not any(a in ("-m", "--multirun") for a in sys.argv[1:])
         main()
     except KeyboardInterrupt:  # in Hydra's code after main returned (the record is written) or before
-        print("\ninterrupted" if Stop.in_main else "\ninterrupted while starting; nothing ran", file=sys.stderr)
+        multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+        print("\ninterrupted" if Stop.in_main or multirun else "\ninterrupted while starting; nothing ran",
+              file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
