@@ -199,7 +199,7 @@ def one_line(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_signal_while_starting_is_one_line_and_exit_130(tmp_path, sig):
     start = time.monotonic()
     result = signalled(tmp_path / "run", sig, lambda d: time.monotonic() - start > 0.3)  # in the imports
@@ -209,14 +209,24 @@ def test_a_signal_while_starting_is_one_line_and_exit_130(tmp_path, sig):
         assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_once_the_run_directory_exists_leaves_a_record(tmp_path, sig):
+def interrupted_once_the_run_directory_exists(run_dir: Path, sig: int) -> dict:
     """Hydra has written <run dir>/.hydra; the run is importing torch, checking and building."""
-    result = signalled(tmp_path / "run", sig, lambda d: (d / ".hydra" / "config.yaml").exists())
+    result = signalled(run_dir, sig, lambda d: (d / ".hydra" / "config.yaml").exists())
     assert result.returncode == 130, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and len(one_line(result.stderr)) == 1, result.stderr
-    record = json.loads((tmp_path / "run" / "summary.json").read_text())
+    record = json.loads((run_dir / "summary.json").read_text())
     assert record["status"] == "interrupted" and record["config"]["seed"] == 0
+    return record
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_a_signal_once_the_run_directory_exists_leaves_a_record(tmp_path, sig):
+    interrupted_once_the_run_directory_exists(tmp_path / "run", sig)
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_before_training_runs_again_in_its_directory(tmp_path):
+    interrupted_once_the_run_directory_exists(tmp_path / "run", signal.SIGINT)
     # nothing to resume: the same command runs again in that directory
     again = run_train(*QUICK, "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert again.returncode == 0, again.stderr[-2000:]
