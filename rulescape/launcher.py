@@ -190,12 +190,21 @@ class JobLauncher(Launcher):
         job.conn = receive
         self.log(f"#{job.num} started: pid {job.process.pid}")
 
+    def receive(self, job: Job) -> None:
+        """The job's JobReturn from its pipe (or the pipe's end: it died, or sent nothing)."""
+        try:
+            job.result = job.conn.recv()
+        except (EOFError, OSError):
+            pass
+        job.conn.close()
+
     def collect(self, job: Job) -> None:
         """After the job's process ended: its JobReturn, or a record written for it."""
-        with contextlib.suppress(EOFError, OSError):
-            if job.conn.poll():
-                job.result = job.conn.recv()
-        job.conn.close()
+        if not job.conn.closed:
+            with contextlib.suppress(EOFError, OSError):
+                if job.conn.poll():
+                    job.result = job.conn.recv()
+            job.conn.close()
         job.process.join()
         code = job.process.exitcode
         ret = job.result
@@ -250,7 +259,12 @@ class JobLauncher(Launcher):
                     job = pending.pop(0)
                     self.start(job)
                     running.append(job)
-                ready = multiprocessing.connection.wait([j.process.sentinel for j in running], timeout=POLL_S)
+                # the result pipes too: a large JobReturn is read while its job writes it (no full-pipe stall)
+                listening = [j.conn for j in running if not j.conn.closed]
+                ready = multiprocessing.connection.wait([j.process.sentinel for j in running] + listening,
+                                                        timeout=POLL_S)
+                for job in [j for j in running if not j.conn.closed and j.conn in ready]:
+                    self.receive(job)
                 for job in [j for j in running if j.process.sentinel in ready]:
                     self.collect(job)
                     running.remove(job)
