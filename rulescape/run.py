@@ -140,7 +140,9 @@ def log_to_file(message: str) -> None:
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
     ConfigError propagates (nothing ran; a "failed" summary names the error unless the directory held an
-    earlier record, which is never touched); every other outcome is recorded with a status."""
+    earlier record, which is never touched), and so does a KeyboardInterrupt before training (train.py
+    records it); every other outcome is recorded with a status, and a resume that fails never replaces the
+    run's earlier record."""
     quiet_third_party()
     out_dir = Path(out_dir)
     try:

@@ -7,6 +7,9 @@ compared with the record: status, steps and stop step equal; final scores (train
 and the ρ history within 1e-6; λ1 at every measured step within 2 x curvature.tol relative (each value is
 within tol of the true λ1). A run that followed other runs (`*_from`, `rule.rho_from`) is skipped with the
 reason: those runs' directories are part of its input. Exit status 0 when every compared run matches.
+A record is data from anywhere: every record's config is checked first (no `_target_` but a torch.optim
+class at optimizer/scheduler, rulescape/targets.py); a refused or unreadable one is one line, exit 2, and
+nothing is rerun.
 """
 from __future__ import annotations
 
