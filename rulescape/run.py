@@ -175,10 +175,9 @@ def launched_rank() -> bool:
 
 def claim_rank_zero() -> None:
     """This process is rank 0 of its run: Lightning's rank-zero-only writes (logs, metrics.csv) happen here
-    whatever rank an inherited variable claimed, and the workers it launches can tell their parent."""
+    whatever rank an inherited variable claimed."""
     from pytorch_lightning.utilities import rank_zero_only  # one object with lightning_fabric's
     rank_zero_only.rank = 0
-    os.environ[RANK0_ENV] = str(os.getpid())
 
 
 def end_progress_line(cfg: DictConfig) -> None:
@@ -244,6 +243,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         raise ConfigError(message) from None
 
     log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
+    if not launched_rank():  # the DDP workers Lightning starts during fit are this process's children
+        os.environ[RANK0_ENV] = str(os.getpid())
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
@@ -262,6 +263,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         record_failure(f"{type(err).__name__}: {one_line(err)}", before_run=False)
     finally:
         close_loggers()
+        if os.environ.get(RANK0_ENV) == str(os.getpid()):
+            del os.environ[RANK0_ENV]  # only its own fit's workers may claim it
     if not written_by_this_run():
         record_failure(record.error or "the run ended without a record (a worker process died?)", before_run=False)
     if kept:  # the failure is reported, the finished run's record stays
