@@ -96,6 +96,9 @@ def main(cfg: DictConfig) -> str:
         if multirun:
             return "interrupted"
         sys.exit(EXIT_INTERRUPTED)
+    from rulescape.run import launched_rank
+    if launched_rank():  # a DDP worker: rank 0 prints the run's result
+        return summary["status"]
     print_summary(summary, hydra_cfg.runtime.output_dir)
     if not multirun and summary["status"] != "ok":
         sys.exit(STATUS_EXIT[summary["status"]])
