@@ -123,6 +123,8 @@ def read_run(path: Path) -> Run:
     """A Run from one summary.json; a file that cannot be parsed, or whose fields have the wrong types,
     becomes status "unreadable" (never dropped, never a traceback)."""
     try:
+        if not Path(path).is_file():  # a FIFO or a device named summary.json would block or never end
+            raise OSError("not a regular file")
         summary = json.loads(Path(path).read_text())
         if not isinstance(summary, dict):
             raise ValueError("top level is not an object")

@@ -13,8 +13,8 @@ class InterruptCheckpoint(pl.Callback):
         self.path = Path(path)
 
     def on_train_end(self, trainer, pl_module):
-        trainer.save_checkpoint(str(self.path))
+        trainer.save_checkpoint(str(self.path), weights_only=False)  # the full state, said explicitly
 
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, (KeyboardInterrupt, SystemExit)):
-            trainer.save_checkpoint(str(self.path))
+            trainer.save_checkpoint(str(self.path), weights_only=False)  # the full state, said explicitly

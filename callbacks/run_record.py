@@ -2,116 +2,25 @@
 failure, with a status. Fields are documented in README ("The run record")."""
 from __future__ import annotations
 
-import json
-import math
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
 from callbacks.history import merged_history
 from callbacks.timing import timing
-
-STATUSES = ("ok", "diverged", "failed", "interrupted")
-
-
-def git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict:
-    return {"torch": torch.__version__, "lightning": pl.__version__, "rulescape": git_commit()}
-
-
-def last(history: dict, key: str):
-    points = history.get(key) or []
-    return points[-1][1] if points else None
-
-
-def finite_mean(history: dict, key: str, default=None):
-    """Mean of the finite values of history[key] (`default` when there are none)."""
-    values = [v for _, v in history.get(key, []) if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else default
-
-
-def clean(value):
-    """JSON has no NaN/Inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
-
-
-# summary key -> history key (the logged metric name)
-FINAL_KEYS = {"train_acc": "train/acc", "test_acc": "test/acc", "gap_acc": "gap/acc",
-              "train_loss": "train/loss", "test_loss": "test/loss", "gap_loss": "gap/loss",
-              "train_nmse": "train/nmse", "test_nmse": "test/nmse", "lambda_max": "curvature/lambda_max",
-              "shift_acc": "shift/acc", "shift_loss": "shift/loss"}
-
-
-HISTORY_ALIASES = {"curvature/lambda_max": "lambda_max", "align/rho": "rho"}
-
-
-def history_name(key: str) -> str:
-    """Logged key -> summary history name: train/acc -> train_acc, curvature/lambda_max -> lambda_max."""
-    return HISTORY_ALIASES.get(key, key.replace("/", "_"))
-
-
-def build_summary(status: str, config: dict, history: dict, steps: int, wall_time_s: float,
-                  error: str | None = None, exact_rule: bool = False, extra: dict | None = None) -> dict:
-    """The summary dict from a run's flat history {metric key: [[step, value], ...]}."""
-    if status not in STATUSES:
-        raise ValueError(f"unknown status '{status}'; choose one of: {', '.join(STATUSES)}")
-    summary = {
-        "status": status,
-        "rule": config.get("rule", {}).get("name"),
-        "task": config.get("task", {}).get("name"),
-        "seed": config.get("seed"),
-        "steps": steps,
-        "lr": config.get("optimizer", {}).get("lr"),
-    }
-    summary.update({k: last(history, h) for k, h in FINAL_KEYS.items()})
-    # over the run; an exact rule's estimate is the gradient, so both are 1 when alignment was not measured
-    summary["rho_mean"] = finite_mean(history, "align/rho", 1.0 if exact_rule else None)
-    summary["norm_ratio_mean"] = finite_mean(history, "align/norm_ratio", 1.0 if exact_rule else None)
-    summary.update({"stop_target": None, "stopped_at": None, "warnings": [], "timing": None} | (extra or {}))
-    summary["history"] = {history_name(k): v for k, v in history.items()}
-    summary.update({"error": error, "wall_time_s": wall_time_s, "versions": versions(), "config": config})
-    return clean(summary)
-
-
-def write_summary(path: Path, summary: dict) -> None:
-    """Atomic write: a reader never sees half a file, and a failed write (full disk) leaves the previous
-    file and no temporary one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(summary, indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from rulescape.record import (FINAL_KEYS, STATUSES, build_summary, clean, finite_mean, git_commit,  # noqa: F401 - re-exported
+                              history_name, last, versions, write_summary)
 
 
 class RunRecord(pl.Callback):
     """Collects every callback's `history` and writes summary.json (rank 0) when training ends or fails.
     wall_time_s covers the whole run: the time before a resume travels in the checkpoint."""
 
-    def __init__(self, out_dir: str | Path, config: dict):
+    def __init__(self, out_dir: str | Path, config: dict, keep_on_failure: bool = False):
         self.out_dir, self.config = Path(out_dir), config
+        # resuming a run whose record says more than "failed": a failure is reported, not written over it
+        self.keep_on_failure = keep_on_failure
         self.start = time.time()
         self.earlier_wall_s = 0.0  # wall time of the run before the checkpoint it resumed
         self.loop_start: float | None = None  # when this process's training loop began
@@ -146,6 +55,9 @@ class RunRecord(pl.Callback):
                 extra |= cb.summary()
         summary = build_summary(status, self.config, merged_history(trainer), trainer.global_step,
                                 self.wall_time_s(), error=error, exact_rule=exact, extra=extra)
+        if status == "failed" and self.keep_on_failure:
+            self.written_status, self.error = None, error
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(self.out_dir / "summary.json", summary)
         self.written_status, self.error = status, error

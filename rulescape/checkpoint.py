@@ -94,9 +94,87 @@ def flat(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_checkpoint(path: str | None, config: dict) -> dict | None:
+def is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def progress_problem(node, where: str) -> str | None:
+    """Lightning's loop progress counters (`*progress*` entries of `loops`) are nested dicts of counts
+    (and flags such as is_last_batch)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            problem = progress_problem(value, f"{where}.{key}")
+            if problem:
+                return problem
+        return None
+    return None if is_count(node) or isinstance(node, bool) else \
+        f"{where} is {type(node).__name__} {node!r:.40}, not a count"
+
+
+def contents_problem(ckpt: dict, module) -> str | None:
+    """What in the checkpoint does not fit this run's module, optimizer and Lightning's own state (keys,
+    shapes, dtypes, types), or None. Checked before resuming: a checkpoint that fits loads."""
+    for key in ("global_step", "epoch"):
+        if not is_count(ckpt.get(key)):
+            return f"{key} is {ckpt.get(key)!r:.40}, not a step count"
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        return "it has no state_dict"
+    expected = module.state_dict()
+    if set(state) != set(expected):
+        extra, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
+        return f"its state_dict has {'extra ' + ', '.join(extra) if extra else ''}" \
+               f"{'; ' if extra and missing else ''}{'no ' + ', '.join(missing) if missing else ''}"
+    for name, want in expected.items():
+        got = state[name]
+        if not isinstance(got, torch.Tensor):
+            return f"state_dict[{name!r}] is {type(got).__name__}, not a tensor"
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return (f"state_dict[{name!r}] is {tuple(got.shape)} {got.dtype}; this run's is "
+                    f"{tuple(want.shape)} {want.dtype}")
+    built = module.configure_optimizers()
+    optimizer = built["optimizer"] if isinstance(built, dict) else built
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    states = ckpt.get("optimizer_states")
+    if not isinstance(states, list) or len(states) != 1 or not isinstance(states[0], dict):
+        return "optimizer_states is not one optimizer's state"
+    opt_state, groups = states[0].get("state"), states[0].get("param_groups")
+    if not isinstance(opt_state, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return "optimizer_states[0] has no state / param_groups"
+    indices = [i for g in groups for i in (g.get("params") or [])]
+    if sorted(indices) != list(range(len(params))) or len(groups) != len(optimizer.param_groups):
+        return f"its optimizer holds {len(indices)} parameters; this run's holds {len(params)}"
+    for index, entry in opt_state.items():
+        if not is_count(index) or index >= len(params) or not isinstance(entry, dict):
+            return f"optimizer state {index!r} names no parameter"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
+                return (f"optimizer state {index}.{name} is {tuple(value.shape)}; its parameter is "
+                        f"{tuple(params[index].shape)}")
+    schedulers = ckpt.get("lr_schedulers")
+    if not isinstance(schedulers, list) or len(schedulers) != int(isinstance(built, dict)) \
+            or not all(isinstance(s, dict) for s in schedulers):
+        return f"lr_schedulers holds {schedulers!r:.40}; this run has {int(isinstance(built, dict))} scheduler(s)"
+    loops, callbacks = ckpt.get("loops"), ckpt.get("callbacks")
+    if not isinstance(loops, dict) or not isinstance(loops.get("fit_loop"), dict):
+        return "it has no fit loop state (loops.fit_loop)"
+    for loop_name, loop in loops.items():
+        if not isinstance(loop, dict):
+            return f"loops.{loop_name} is {type(loop).__name__}, not a dict"
+        for key, value in loop.items():
+            if "progress" in key:
+                problem = progress_problem(value, f"loops.{loop_name}.{key}")
+                if problem:
+                    return problem
+    if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
+        return "its callbacks' states are not dicts"
+    return None
+
+
+def check_checkpoint(path: str | None, config: dict, module=None) -> dict | None:
     """Refuse (ConfigError, one line) a checkpoint that is unsafe, unreadable, not rulescape's, made by a
-    different run, or already past this run's max_steps. Returns the loaded checkpoint (None without one)."""
+    different run, already past this run's max_steps, or (given this run's module) whose contents do not fit
+    it. Returns the loaded checkpoint (None without one)."""
     if path is None:
         return None
     ckpt = safe_load(path)
@@ -117,4 +195,8 @@ def check_checkpoint(path: str | None, config: dict) -> dict | None:
     if isinstance(max_steps, int) and isinstance(step, int) and 0 < max_steps < step:
         raise ConfigError(f"trainer.max_steps={max_steps} is below the checkpoint's step {step} "
                           f"(ckpt_path={path!r}); give trainer.max_steps>={step}")
+    if module is not None:
+        problem = contents_problem(ckpt, module)
+        if problem:
+            raise ConfigError(f"ckpt_path={path!r} does not fit this run: {problem}")
     return ckpt

@@ -156,6 +156,10 @@ class CSVLogger(MeasuredSteps, Logger):
     def log_metrics(self, metrics, step=None) -> None:
         super().log_metrics(metrics, step)
 
+    @rank_zero_only
+    def finalize(self, status: str) -> None:  # a DDP worker's rows would go to rank 0's file
+        super().finalize(status)
+
     def _write(self, metrics: dict, step) -> None:
         metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
         new = sorted(set(metrics) - set(self.keys))

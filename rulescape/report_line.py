@@ -21,12 +21,29 @@ def in_sweep() -> bool:
         return False
 
 
+SCORES = ["train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss", "train_nmse", "test_nmse"]
+
+
+def last_step(summary: dict, key: str) -> int | None:
+    points = (summary.get("history") or {}).get(key) or []
+    return points[-1][0] if points and isinstance(points[-1], (list, tuple)) else None
+
+
 def result_line(summary: dict) -> str:
-    keys = ["train_acc", "test_acc", "gap_acc", "train_loss", "test_loss", "gap_loss", "train_nmse", "test_nmse",
-            "lambda_max", "rho_mean"]
-    parts = [f"{k}={fmt(summary.get(k))}" for k in keys if summary.get(k) is not None]
+    """One line: status, run, steps, then the scores of one evaluation. A run that stopped between
+    evaluations (interrupted, diverged) names the step its scores are from, and lambda_max its own step when
+    it was measured elsewhere, so that no value reads as the state at `steps`."""
+    steps = summary["steps"]
+    scored_at = next((last_step(summary, k) for k in SCORES if last_step(summary, k) is not None), None)
+    parts = [f"{k}={fmt(summary.get(k))}" for k in SCORES if summary.get(k) is not None]
+    if summary.get("lambda_max") is not None:
+        at = last_step(summary, "lambda_max")
+        parts.append(f"lambda_max={fmt(summary['lambda_max'])}" + (f" (step {at})" if at not in (None, scored_at) else ""))
+    if summary.get("rho_mean") is not None:
+        parts.append(f"rho_mean={fmt(summary['rho_mean'])}")
+    where = f" | at step {scored_at}:" if parts and scored_at is not None and scored_at != steps else ""
     return (f"[{summary['status']}] rule={summary['rule']} task={summary['task']} seed={summary['seed']} "
-            f"steps={summary['steps']} {' '.join(parts)} wall={summary['wall_time_s']:.1f}s")
+            f"steps={steps}{where} {' '.join(parts)} wall={summary['wall_time_s']:.1f}s")
 
 
 def print_summary(summary: dict, out_dir) -> None:

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import shlex
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -36,6 +38,7 @@ from rulescape.quiet import quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
 from rulescape.rundir import check_run_dir, read_status, run_dir_lock
 from rulescape.schema import check_schema
+from rulescape.targets import check_targets
 from rulescape.validate import settle, validate
 
 log = logging.getLogger("rulescape")
@@ -121,6 +124,11 @@ def resume_command(out_dir: Path) -> str:
     return "python train.py " + " ".join(shlex.quote(a) for a in args)
 
 
+def one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def log_to_file(message: str) -> None:
     """Write a line to the run's train.log (Hydra's file handler) without echoing it on the console."""
     record = logging.LogRecord("rulescape", logging.INFO, __file__, 0, message, None, None)
@@ -132,7 +140,9 @@ def log_to_file(message: str) -> None:
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Train one run into out_dir and return its summary (also written to out_dir/summary.json).
     ConfigError propagates (nothing ran; a "failed" summary names the error unless the directory held an
-    earlier record, which is never touched); every other outcome is recorded with a status."""
+    earlier record, which is never touched), and so does a KeyboardInterrupt before training (train.py
+    records it); every other outcome is recorded with a status, and a resume that fails never replaces the
+    run's earlier record."""
     quiet_third_party()
     out_dir = Path(out_dir)
     try:
@@ -141,20 +151,48 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise ConfigError(f"run directory {out_dir} cannot be created ({err.strerror})") from None
     if launched_rank():  # a DDP worker that Lightning started as a copy of this command: rank 0 holds the lock
         return train_locked(cfg, out_dir)
+    claim_rank_zero()
     with run_dir_lock(out_dir):
         check_run_dir(out_dir, OmegaConf.select(cfg, "ckpt_path", default=None))
         return train_locked(cfg, out_dir)
 
 
+RANK0_ENV = "RULESCAPE_RANK0_PID"  # set by rank 0 before fit; its DDP workers are its children
+
+
 def launched_rank() -> bool:
-    """True in a process Lightning launched for DDP ranks > 0 (strategy=ddp re-runs the command per rank)."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+    """True only in a DDP worker (rank > 0) that this run's rank 0 started: strategy=ddp re-runs the command
+    per rank as a child of rank 0. A LOCAL_RANK / NODE_RANK / RANK merely inherited from the environment
+    (a shell, a scheduler) does not count: such a process is a run of its own, locked and checked."""
+    def rank(name: str) -> int:
+        try:
+            return int(os.environ.get(name, "0") or 0)
+        except ValueError:
+            return 0
+    claimed = any(rank(name) > 0 for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    return claimed and os.environ.get(RANK0_ENV) == str(os.getppid())
+
+
+def claim_rank_zero() -> None:
+    """This process is rank 0 of its run: Lightning's rank-zero-only writes (logs, metrics.csv) happen here
+    whatever rank an inherited variable claimed."""
+    from pytorch_lightning.utilities import rank_zero_only  # one object with lightning_fabric's
+    rank_zero_only.rank = 0
+
+
+def end_progress_line(cfg: DictConfig) -> None:
+    """A run that stops mid-bar: end the progress bar's line, so that the message starts on its own."""
+    if cfg.trainer.get("enable_progress_bar", True):
+        print(file=sys.stderr, flush=True)
 
 
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     summary_path = out_dir / "summary.json"
-    earlier_record = summary_path.exists()  # only ever a resumed run's own, or a "failed before it ran"
+    earlier_record = summary_path.exists()  # only ever a resumed run's own, or one of a run that never trained
     earlier_mtime = summary_path.stat().st_mtime_ns if earlier_record else None
+    # a resumed run's record (ok, interrupted, ...) is replaced by what the resume achieves, never by "failed"
+    keeps_record = earlier_record and read_status(summary_path) != "failed"
+    kept: list[str] = []  # failures not written over it
     try:
         config = OmegaConf.to_container(cfg, resolve=False)
     except OmegaConfBaseException:
@@ -167,8 +205,9 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
     def record_failure(error: str, before_run: bool) -> None:
         if launched_rank():
             return  # only rank 0 writes the record
-        if before_run and earlier_record and read_status(summary_path) != "failed":
-            return  # a refused resume leaves the run's record as it was
+        if keeps_record and not written_by_this_run():
+            kept.append(error)  # a failed resume leaves the run's record as it was
+            return
         if not written_by_this_run():
             try:
                 write_summary(summary_path, build_summary("failed", config, {}, 0, time.time() - start, error=error))
@@ -176,6 +215,7 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
                 log.error("could not write %s (%s)", summary_path, err.strerror or err)
 
     try:
+        check_targets(OmegaConf.to_container(cfg, resolve=True))  # first: nothing below instantiates a stranger
         cfg = check_schema(cfg)
         validate(cfg)
         for note in settle(cfg):
@@ -187,8 +227,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         with building(f"task {cfg.task.name}"):
             dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
         module = build_module(cfg, dm)
-        check_checkpoint(cfg.ckpt_path, config)
-        record = RunRecord(out_dir, config)
+        check_checkpoint(cfg.ckpt_path, config, module)  # contents too: nothing is written before it fits
+        record = RunRecord(out_dir, config, keep_on_failure=keeps_record)
         callbacks = [*build_callbacks(cfg, out_dir), record]
         with building(f"logger {cfg.logger.name}"):
             loggers = build_loggers(cfg, out_dir, run_name(cfg), resume=cfg.ckpt_path is not None)
@@ -203,23 +243,35 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         raise ConfigError(message) from None
 
     log_to_file(f"run directory {out_dir}; {'resuming ' + str(cfg.ckpt_path) if cfg.ckpt_path else 'new run'}")
+    if not launched_rank():  # the DDP workers Lightning starts during fit are this process's children
+        os.environ[RANK0_ENV] = str(os.getpid())
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
     except Diverged as err:
+        end_progress_line(cfg)
         log.warning(str(err))
     except (KeyboardInterrupt, SystemExit):
+        end_progress_line(cfg)
         how = read_status(summary_path) == "interrupted" and json.loads(summary_path.read_text()).get("error")
         log.warning("interrupted (%s); resume with:\n  %s", how or "interrupted", resume_command(out_dir))
     except OSError as err:  # a full disk or a vanished directory: one line, no traceback
         log.error("run failed: %s", err)
         record_failure(f"{type(err).__name__}: {err}", before_run=False)
     except Exception as err:  # noqa: BLE001 - recorded as "failed"; a sweep goes on
-        log.exception("run failed: %s", err)
-        record_failure(f"{type(err).__name__}: {err}", before_run=False)
+        log.error("run failed: %s: %s (traceback in train.log)", type(err).__name__, one_line(err))
+        log_to_file(traceback.format_exc())
+        record_failure(f"{type(err).__name__}: {one_line(err)}", before_run=False)
     finally:
         close_loggers()
+        if os.environ.get(RANK0_ENV) == str(os.getpid()):
+            del os.environ[RANK0_ENV]  # only its own fit's workers may claim it
     if not written_by_this_run():
-        record_failure("the run ended without a record (a worker process died?)", before_run=False)
+        record_failure(record.error or "the run ended without a record (a worker process died?)", before_run=False)
+    if kept:  # the failure is reported, the finished run's record stays
+        summary = build_summary("failed", config, {}, 0, time.time() - start,
+                                error=f"{kept[0]} (resume failed; {summary_path} still holds the run's record)")
+        log_to_file(f"[failed] resume failed: {kept[0]}; record kept: {summary_path}")
+        return summary
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, ValueError) as err:  # the record could not be written: report it from memory

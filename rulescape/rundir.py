@@ -11,6 +11,8 @@ from rulescape.errors import RunDirError
 
 
 def read_status(summary_path: Path) -> str | None:
+    if summary_path.exists() and not summary_path.is_file():  # a FIFO would block the read
+        return "unreadable"
     try:
         status = json.loads(summary_path.read_text()).get("status")
         return status if isinstance(status, str) else "unreadable"
@@ -21,13 +23,14 @@ def read_status(summary_path: Path) -> str | None:
 
 
 def check_run_dir(out_dir: Path, ckpt_path: str | None) -> None:
-    """Refuse a directory that holds another run: a record other than a "failed before it ran" one, or a
-    checkpoint, unless this run resumes that very checkpoint."""
+    """Refuse a directory that holds another run: a checkpoint, or a record other than one of a run that
+    never trained ("failed" before it ran, or "interrupted" with no checkpoint, e.g. stopped at start-up),
+    unless this run resumes that very checkpoint."""
     last = out_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is not None and Path(ckpt_path).resolve() == last.resolve():
         return
     status = read_status(out_dir / "summary.json")
-    if last.exists() or status not in (None, "failed"):
+    if last.exists() or status not in (None, "failed", "interrupted"):
         held = f"a run with status {status!r}" if status else "a run's checkpoint"
         raise RunDirError(f"run directory {out_dir} already holds {held}; resume it with ckpt_path={last} "
                           "or choose another hydra.run.dir")

@@ -29,6 +29,8 @@ def read_records(sweep_dir: Path) -> list[tuple[Path, dict]]:
     records = []
     for path in sorted(sweep_dir.glob("*/summary.json")):
         try:
+            if not path.is_file():  # a FIFO would block the read
+                raise OSError("not a regular file")
             records.append((path.parent, json.loads(path.read_text())))
         except (OSError, ValueError) as err:
             records.append((path.parent, {"status": "failed", "error": f"unreadable summary.json: {err}"}))

@@ -55,7 +55,7 @@ def validate(cfg: DictConfig) -> None:
         if lookup(cfg, "rule.rho") is None and lookup(cfg, "rule.rho_from") is None:
             raise ConfigError("rule=bptt_scaled needs rule.rho=<number> or rule.rho_from=<run dir>; both are null")
         if lookup(cfg, "rule.rho") is None:
-            check_rho_from(cfg.rule.rho_from)
+            check_rho_from(cfg.rule.rho_from, lookup(cfg, "rule.rho_wait_s") or 0)
     if cfg.task.name == "neurogym":
         check_env_keywords(cfg.task)
     check_memory(cfg)
@@ -144,10 +144,15 @@ def check_memory(cfg) -> None:
                           f"{need / 2**30:.3g} GiB, and this machine has {have / 2**30:.3g} GiB")
 
 
-def check_rho_from(run_dir: str) -> None:
-    """rule.rho_from names a run directory whose summary.json holds a finite number rho_mean."""
+def check_rho_from(run_dir: str, wait_s: float = 0) -> None:
+    """rule.rho_from names a run directory whose summary.json holds a finite number rho_mean. A glob, or a
+    record to wait for (rule.rho_wait_s > 0), may match only later: the rule itself looks, waits and refuses
+    (modules/rules/bptt_scaled.py)."""
+    import glob
     import json
     from pathlib import Path
+    if wait_s or glob.has_magic(str(run_dir)):
+        return
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise ConfigError(f"rule.rho_from={run_dir!r}: no summary.json in that directory")

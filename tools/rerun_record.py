@@ -7,6 +7,9 @@ compared with the record: status, steps and stop step equal; final scores (train
 and the ρ history within 1e-6; λ1 at every measured step within 2 x curvature.tol relative (each value is
 within tol of the true λ1). A run that followed other runs (`*_from`, `rule.rho_from`) is skipped with the
 reason: those runs' directories are part of its input. Exit status 0 when every compared run matches.
+A record is data from anywhere: every record's config is checked first (no `_target_` but a torch.optim
+class at optimizer/scheduler, rulescape/targets.py); a refused or unreadable one is one line, exit 2, and
+nothing is rerun.
 """
 from __future__ import annotations
 
@@ -59,10 +62,28 @@ def compare(record: dict, rerun: dict) -> tuple[list[str], dict]:
     return diffs, largest
 
 
+def read_config(run_dir: Path) -> tuple[dict, dict]:
+    """The record and its config, checked as data before anything is built from it: a record is input
+    from anywhere, and a `_target_` in it must not run (rulescape/targets.py). ConfigError otherwise."""
+    from rulescape.errors import ConfigError
+    from rulescape.targets import check_targets
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file (a run directory holds a summary.json)")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is not a readable run record ({type(err).__name__})") from None
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict) or not config:
+        raise ConfigError(f"{path} holds no run config")
+    check_targets(config, where=str(path))
+    return record, config
+
+
 def rerun(run_dir: Path) -> tuple[str, list[str]]:
     from rulescape.run import train
-    record = json.loads((run_dir / "summary.json").read_text())
-    config = record["config"]
+    record, config = read_config(run_dir)
     why = follows_other_runs(config)
     if why:
         return "skipped", [f"follows other runs ({why})"]
@@ -82,9 +103,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding a summary.json")
     args = parser.parse_args(argv)
+    from rulescape.errors import EXIT_CONFIG, ConfigError
+    try:  # every record is checked before the first is rerun: a bad one is one line, exit 2, nothing run
+        for run_dir in args.runs:
+            read_config(run_dir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     failed = 0
     for run_dir in args.runs:
-        outcome, details = rerun(run_dir)
+        try:
+            outcome, details = rerun(run_dir)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
         failed += outcome == "DIFFERENT"
         print(f"{outcome:9s} {run_dir}" + "".join(f"\n          {d}" for d in details), flush=True)
     return 1 if failed else 0
