@@ -111,7 +111,8 @@ def compose_problem(overrides: list[str]):
         text = str(err)
         if text.startswith("Could not override '"):
             key = text.split("'")[1]
-            groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+            from rulescape.confdoc import groups as config_groups
+            groups = sorted(config_groups())
             where = f"groups: {', '.join(groups)}" if "." not in key else "add it with +key=value only if it is new"
             return f"error: unknown config group or key '{key}' ({where})", None
         if text.startswith("Ambiguous value for argument"):

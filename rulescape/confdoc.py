@@ -12,8 +12,10 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def groups() -> dict[str, list[str]]:
-    """{group: its options}, every directory under conf/."""
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}
+    """{group: its options}, every directory under conf/ but conf/hydra/ (it extends Hydra's own groups: the
+    sweep launcher), which is no group of the run's config."""
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONF_DIR.iterdir())
+            if d.is_dir() and d.name != "hydra"}
 
 
 def default_options() -> dict[str, str]:
