@@ -2,10 +2,10 @@
 # Per-rule learning rates on dms (issue 22): each rule x lr in task.lr x {1, 2, 4, 8} x pilot seeds 100-101,
 # a fixed budget of 300 steps (no stop), the study's network (the task's defaults: Dale, alpha 0.1).
 # The chosen lr (conf/task/dms.yaml rule_lr): the one with the lowest mean final training loss among those
-# where no seed diverged. Waits for the design grids (one process at a time).
+# where no seed diverged (tools/pilots/pick_lr.py).
 set -u
 cd "$(dirname "$0")/../.."
-while pgrep -f "tools/pilots/dms_grid" > /dev/null; do sleep 5; done
+
 PY=/work/main/.venv/bin/python
 OUT=${OUT:-outputs/pilots/dms_lr}
 mkdir -p "$OUT"

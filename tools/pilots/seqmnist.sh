@@ -18,11 +18,12 @@ run() {  # name rule seed overrides...
     trainer.enable_progress_bar=false hydra.run.dir="$dir" "$@" > "$dir.log" 2>&1
   echo "$name $rule $seed rc=$?" >> "$OUT/done.txt"
 }
-for seed in 100 101; do
-  for rule in bptt eprop mdgl rflo; do run main $rule $seed; done
-done
+for rule in bptt eprop mdgl rflo; do run main $rule 100; done
 for rule in bptt eprop; do
   run alpha0.5 $rule 100 task.alpha=0.5
   run alpha0.2 $rule 100 task.alpha=0.2
+done
+for rule in bptt eprop mdgl rflo; do run main $rule 101; done
+for rule in bptt eprop; do
   run lossall $rule 100 task.loss_steps=all stop_at_train_acc=null trainer.max_steps=1000
 done

@@ -1,5 +1,8 @@
 """Print one line per pilot run (summary.json under the given folders): design, rule, seed, status, steps,
-train/test/shift acc, gap, wall time; then per (design, rule): means and counts (learned: test >= 0.65)."""
+train/test/shift acc, gap, wall time; then per (design, rule) a markdown row: mean ± std (ddof 1) over the
+ok runs, min test accuracy, and counts (learned: test accuracy >= chance + 0.15; diverged).
+    python tools/pilots/table.py <folder with one run directory per run> ..."""
+import statistics
 import json
 import sys
 from collections import defaultdict
@@ -16,17 +19,21 @@ for root in sys.argv[1:]:
               f"loss={s['train_loss']:.4g} wall={s['wall_time_s']:.0f}s")
         rows[design].append(s)
 print()
-print("| design_rule | n | train_acc | test_acc | gap_acc | learned | diverged | steps | wall s |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| arm | n | train_acc | test_acc | min test_acc | shift_acc | gap_acc | learned | diverged | steps | wall s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for design, runs in rows.items():
     chance = CHANCE.get(runs[0]["task"], 0.5)
     ok = [r for r in runs if r["status"] == "ok"]
     def mean(k):
         v = [r[k] for r in ok if r.get(k) is not None]
-        return f"{sum(v) / len(v):.3f}" if v else "-"
+        if not v:
+            return "-"
+        return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
     learned = sum(1 for r in ok if (r["test_acc"] or 0) >= chance + 0.15)
     diverged = sum(1 for r in runs if r["status"] == "diverged")
     steps = sum(r["steps"] for r in runs) / len(runs)
     wall = sum(r["wall_time_s"] for r in runs) / len(runs)
-    print(f"| {design} | {len(runs)} | {mean('train_acc')} | {mean('test_acc')} | {mean('gap_acc')} | "
-          f"{learned}/{len(runs)} | {diverged} | {steps:.0f} | {wall:.0f} |")
+    low = min((r["test_acc"] for r in ok if r.get("test_acc") is not None), default=None)
+    low = "-" if low is None else f"{low:.3f}"
+    print(f"| {design} | {len(runs)} | {mean('train_acc')} | {mean('test_acc')} | {low} | {mean('shift_acc')} | "
+          f"{mean('gap_acc')} | {learned}/{len(runs)} | {diverged} | {steps:.0f} | {wall:.0f} |")
