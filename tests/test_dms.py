@@ -134,7 +134,6 @@ def test_ideal_observer_is_perfect_without_noise_and_worse_with_more():
 
 # ----- the headline command is one seed of the study (issue 22) --------------------------------------------
 CONF = Path(__file__).resolve().parent.parent / "conf"
-PENDING_ARMS = {"bptt_noise", "eprop_lr_rho"}  # arm files another branch adds; empty once merged
 
 
 def resolved(cfg, *keys):
@@ -162,8 +161,9 @@ def sweep_arms(task: str) -> list[str]:
 def test_every_arm_of_the_study_presets_composes_with_its_measurements(task):
     arms = sweep_arms(task)
     present = [a for a in arms if (CONF / "arm" / f"{a}.yaml").is_file()]
-    assert set(arms) - set(present) <= PENDING_ARMS
-    assert {"bptt", "eprop", "rflo", "mdgl", "uoro", "node_perturbation", "bptt_matched", "bptt_early"} <= set(present)
+    assert present == arms, f"arms without a conf/arm file: {sorted(set(arms) - set(present))}"
+    assert {"bptt", "eprop", "rflo", "mdgl", "uoro", "node_perturbation", "bptt_matched", "bptt_early",
+            "bptt_noise", "eprop_lr_rho"} <= set(present)
     for arm in present:
         cfg = compose_config([f"experiment=study_{task}", f"arm={arm}"])
         assert cfg.study_arm == arm and resolved(cfg, "optimizer")["optimizer"]["lr"] > 0
