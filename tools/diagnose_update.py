@@ -30,6 +30,8 @@ NAMES = ("W_x", "W_h", "b", "W_out", "b_out")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--every", type=int, default=10, help="print every this many steps (and the first 12)")
+    ap.add_argument("--last", type=int, default=0, help="... and each of the last this many steps")
     args, overrides = ap.parse_known_args()
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(str(conf), version_base=None):
@@ -48,40 +50,44 @@ def main() -> None:
     print("step loss | " + " ".join(f"|u_{n}|/|g_{n}|" for n in names)
           + " | |u|  cos_Wh rho_Wh | lam_u lam_u(net) lam_u(readout) | 2(g.u)/(uHu)")
     for step in range(args.steps):
-        show = step < 12 or step % 10 == 0
+        show = step < 12 or step % args.every == 0 or step >= args.steps - args.last
         batch = dm.train_set.batch(sampler.global_batch(step))
         rule.on_step(step)
         est = rule.surrogate(net, batch, objective)
         u = torch.autograd.grad(est.surrogate, [params[n] for n in names], allow_unused=True)
         u = [torch.zeros_like(params[n]) if v is None else v for n, v in zip(names, u)]
-        loss = objective(net(batch[0])[0], batch[1], batch[2], [net.W_x, net.W_h, net.W_out])
-        g = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-
-        def curvature(vec):
-            hv = torch.autograd.grad(g, [params[n] for n in names], grad_outputs=vec, retain_graph=True)
-            return sum((h * v).sum() for h, v in zip(hv, vec)).item()
-
-        flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
-        uu, gg = flat(u), flat([t.detach() for t in g])
-        readout = [v if n in ("W_out", "b_out") else torch.zeros_like(v) for n, v in zip(names, u)]
-        network = [torch.zeros_like(v) if n in ("W_out", "b_out") else v for n, v in zip(names, u)]
-        uhu = curvature(u)
-        lam = lambda part: curvature(part) / max(flat(part).pow(2).sum().item(), 1e-30)  # noqa: E731
-        i = names.index("W_h")
-        gh, uh = g[i].detach().reshape(-1), u[i].reshape(-1)
-        cos = (gh @ uh / (gh.norm() * uh.norm())).item()
-        rho = (gh @ uh / (gh @ gh)).item()
-        ratios = " ".join(f"{u[k].norm().item():8.3g}/{g[k].norm().item():<8.3g}" for k in range(len(names)))
-        bound = 2 * (gg @ uu).item() / uhu if uhu > 0 else float("inf")
-        if show: print(f"{step:3d} {loss.item():8.4g} | {ratios} | {uu.norm().item():7.3g} {cos:6.3f} {rho:6.3f} | "
-              f"{uhu / uu.pow(2).sum().item():8.3g} {lam(network):8.3g} {lam(readout):8.3g} | {bound:8.3g}",
-              flush=True)
-        if not torch.isfinite(loss):
+        if show:
+            report(step, net, names, params, objective, batch, u)
+        if not torch.isfinite(est.loss):
             break
         with torch.no_grad():
             for n, v in zip(names, u):
                 params[n] -= lr * v
 
+
+def report(step, net, names, params, objective, batch, u) -> None:
+    """One line: the update u against the exact gradient g and the Hessian H at the current weights."""
+    loss = objective(net(batch[0])[0], batch[1], batch[2], [net.W_x, net.W_h, net.W_out])
+    g = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+
+    def curvature(vec):
+        hv = torch.autograd.grad(g, [params[n] for n in names], grad_outputs=vec, retain_graph=True)
+        return sum((h * v).sum() for h, v in zip(hv, vec)).item()
+
+    flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
+    uu, gg = flat(u), flat([t.detach() for t in g])
+    readout = [v if n in ("W_out", "b_out") else torch.zeros_like(v) for n, v in zip(names, u)]
+    network = [torch.zeros_like(v) if n in ("W_out", "b_out") else v for n, v in zip(names, u)]
+    uhu = curvature(u)
+    lam = lambda part: curvature(part) / max(flat(part).pow(2).sum().item(), 1e-30)  # noqa: E731
+    i = names.index("W_h")
+    gh, uh = g[i].detach().reshape(-1), u[i].reshape(-1)
+    cos = (gh @ uh / (gh.norm() * uh.norm())).item()
+    rho = (gh @ uh / (gh @ gh)).item()
+    ratios = " ".join(f"{u[k].norm().item():8.3g}/{g[k].norm().item():<8.3g}" for k in range(len(names)))
+    bound = 2 * (gg @ uu).item() / uhu if uhu > 0 else float("inf")
+    print(f"{step:4d} {loss.item():8.4g} | {ratios} | {uu.norm().item():7.3g} {cos:6.3f} {rho:6.3f} | "
+          f"{uhu / uu.pow(2).sum().item():8.3g} {lam(network):8.3g} {lam(readout):8.3g} | {bound:8.3g}", flush=True)
 
 if __name__ == "__main__":
     main()
