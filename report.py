@@ -167,7 +167,7 @@ def arm_table(groups: dict[str, list[Run]], gap: str, plan: Plan, task: str) -> 
     for g, rs in groups.items():
         n = len(rs)
         cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n) for c in perf]
-        n_learned, n_known = learning.learned_count(rs, chance, plan.learned_margin)
+        n_learned, n_known = learning.learned_count(rs, chance, plan.margin(task))
         cells.append(f"{n_learned}/{n_known}" if n_known else "n/a")
         cells += [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
                   for c in [gap, "lambda_max", "rho_mean"]]
@@ -232,7 +232,7 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
               "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
               "mean |ĝ|/|g| averages the `align_norm_ratio` history; learned: runs whose test score "
               f"(accuracy; 1 − test_nmse for regression) > chance {fmt_chance(plan.chance(task))} + "
-              f"{plan.learned_margin:g} / runs with a score; steps "
+              f"{plan.margin(task):g} / runs with a score; steps "
               "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
               "runs with a `stop_target` (— when none has one).", "",
               markdown.table(header, rows), ""]

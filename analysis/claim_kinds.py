@@ -65,7 +65,7 @@ def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan
               primary=spec.primary, alpha=spec.alpha,
               family=f"{task}: {spec.family}" + ("" if spec.primary else " (exploratory)"),
               key=f"{spec.claim} {spec.arm} {spec.against or ''}".strip())
-    chance, margin = plan.chance(task), plan.learned_margin
+    chance, margin = plan.chance(task), plan.margin(task)
     a = groups.get(spec.arm)
     if not a:
         c.not_tested = f"no ok runs of arm {spec.arm}"

@@ -66,6 +66,12 @@ class Plan:
         c = self.task(task).get("chance")
         return float(c) if c is not None else KNOWN_CHANCE.get(task)
 
+    def margin(self, task: str) -> float:
+        """How far above chance a run's test score must be to count as learned: the task's own
+        `learned_margin` where the plan gives one (pattern: a regression task's chance is 0), else the plan's."""
+        m = self.task(task).get("learned_margin")
+        return float(m) if m is not None else self.learned_margin
+
     def gap_margin(self, task: str) -> float | None:
         m = self.task(task).get("gap_margin")
         return float(m) if m is not None else None

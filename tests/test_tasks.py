@@ -255,9 +255,9 @@ def test_seqmnist_leak_axis_reaches_the_network(alpha, tmp_path):
 def test_bptt_learns_pattern_in_the_default_budget(tmp_path):
     summary = train(compose_config(["task=pattern", "logger=none", "callbacks.enabled=[generalization]"]),
                     tmp_path)
-    # learned by the task's own criterion on the held-out cues (conf/task/pattern.yaml: learned_nmse)
+    # learned on the held-out cues by the study's criterion (docs/study/plan.yaml: test nmse < 0.5)
     assert summary["status"] == "ok" and summary["config"]["model"]["dale"] is True
-    assert summary["test_nmse"] <= summary["config"]["task"]["learned_nmse"] and summary["train_nmse"] < 0.4
+    assert summary["test_nmse"] < 0.5 and summary["train_nmse"] < 0.4
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def main() -> None:
         cfg = compose("config", overrides=["logger=none", *overrides])
     torch.set_num_threads(1)
     pl.seed_everything(cfg.seed, verbose=False)
-    dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study", "rule_lr", "dale", "hidden_size", "learned_nmse"))
+    dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study", "rule_lr", "dale", "hidden_size"))
     dm.setup()
     module = build_module(cfg, dm)
     net, rule, objective = module.net, module.rule, module.objective

@@ -22,7 +22,7 @@ from datamodules import build_datamodule  # noqa: E402
 from modules.lanczos import lanczos  # noqa: E402
 from rulescape.run import build_module, group_params  # noqa: E402
 
-TASK_ONLY = ("name", "alpha", "study", "rule_lr", "dale", "hidden_size", "learned_nmse")
+TASK_ONLY = ("name", "alpha", "study", "rule_lr", "dale", "hidden_size")
 
 
 def top_eigenvalue(loss_fn, params) -> float:
