@@ -24,7 +24,7 @@ IGNORED = ("logger", "trainer.enable_progress_bar", "ckpt_path")
 REUSABLE_STATUSES = ("ok", "diverged")  # outcomes of the protocol; failed / interrupted runs are not results
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: decisions key the rerun samples
 class ArmDecision:
     task: str
     arm: str

@@ -6,7 +6,7 @@ checked against finite differences in tests/test_bptt_fd.py).
 
      1  forward loss is the exact objective   Estimate.loss and y_hat equal the exact network's (all 3 networks)
      2  finite                                surrogate and every parameter's estimate finite (all 3 networks)
-     3  depends on W_h                        the W_h estimate is not zero, and changes when W_h changes
+     3  depends on W_h                        the W_h estimate (no L2 term) is not zero, and changes when W_h does
      4  same seed, same estimate              two identical calls, and a second instance built from the same
                                               seed, give the same estimate (stochastic rules: the same keyed draw)
      5  resume                                an instance restored from a state_dict taken mid-run gives the
@@ -146,7 +146,7 @@ def check_forward(name, params):
         y_hat, _ = net(batch[0], noise=noise)
         loss = objective(y_hat, batch[1], batch[2], [net.W_x, net.W_h, net.W_out])
         off = abs(float(est.loss.detach()) - float(loss.detach()))
-        if not off <= 1e-10 * (1 + abs(float(loss))):
+        if not off <= 1e-10 * (1 + abs(float(loss.detach()))):
             return False, f"network {i + 1}: Estimate.loss {float(est.loss.detach()):.6g} != exact objective {float(loss.detach()):.6g}"
         if est.y_hat.shape != y_hat.shape or not torch.allclose(est.y_hat, y_hat, rtol=1e-10, atol=1e-12):
             return False, f"network {i + 1}: Estimate.y_hat is not the exact network's readout"
@@ -167,7 +167,9 @@ def check_finite(name, params):
 
 
 def check_depends_on_w_h(name, params):
+    # without the L2 term: its gradient l2 * W_h alone would make any rule look as if it credited W_h
     net, batch, objective, noise = tiny_problem(0)
+    objective = Objective(objective.loss, 0.0)
     g = estimate(make_rule(name, params, net), net, batch, objective, noise, step=0)["W_h"]
     exact = exact_gradient(net, batch, objective, noise)["W_h"]
     if float(g.norm()) <= 1e-8 * float(exact.norm()):
@@ -365,8 +367,8 @@ def run_checks(name: str, params: dict | None = None, ddp: bool = True) -> list[
         if run is None:
             results.append(CheckResult(number, CHECKS[number], "skipped", "not asked for"))
             continue
-        if number == 6 and any(r.failed for r in results if r.number in (1, 2)):
-            results.append(CheckResult(number, CHECKS[number], "skipped", "the rule cannot give a finite estimate"))
+        if number == 6 and any(r.failed for r in results):  # the slowest check: not for a rule already refused
+            results.append(CheckResult(number, CHECKS[number], "skipped", "an earlier check failed"))
             continue
         try:
             passed, detail = run()
