@@ -138,7 +138,10 @@ def check(request: StudyRequest) -> None:
                               f"{1 if key == 'lanes' else 0}")
     if s["figures"] not in (True, False):
         raise ConfigError(f"study.figures={s['figures']!r} is not allowed; it must be true or false")
-    request.out = Path(s["out"] or f"studies/{rule}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    # the rule's own arm is not also a baseline (studying e.g. eprop itself trains it once)
+    s["baselines"] = [a for a in (s["baselines"] or []) if a != rule]
+    # absolute: the sweeps and report.py run from the repository root, wherever study.py was started
+    request.out = Path(s["out"] or f"studies/{rule}_{time.strftime('%Y-%m-%d_%H-%M-%S')}").absolute()
     if request.out.exists() and any(request.out.iterdir()):
         raise ConfigError(f"study.out={request.out} is not empty; give a new directory")
     check_jobs(request)
