@@ -5,7 +5,7 @@
    rule's arm x study.seeds, the controls named in study.controls (e.g. BPTT following the rule's rho
    history seed by seed), and the baseline arms (bptt, eprop, rflo, mdgl): reused from study.baselines_from
    when they still reproduce on this code (rulescape/baseline_reuse.py), trained otherwise. Jobs are plain
-   `train.py -m` sweeps (Hydra's basic launcher), in study.lanes processes at a time; lane i takes every
+   `train.py -m` sweeps (one job at a time each), in study.lanes processes at once; lane i takes every
    lanes-th seed, so a seed's control runs after that seed's rule run in the same lane.
 3. report.py on the new runs and the reused records; the rule's claims beside eprop's, rflo's and mdgl's are
    printed, then the output directory and the report's path (last).
@@ -174,16 +174,13 @@ def check_jobs(request: StudyRequest) -> None:
         problem = preflight([*base_overrides(request, task), *overrides, "seed=0"])
         if problem:
             raise ConfigError(problem[len("error: "):] if problem.startswith("error: ") else problem)
-    import torch
-    from rulescape.conformance import tiny_net
     from modules.rules import build_rule
-    params = rule_params(request)
+    from rulescape.conformance import tiny_net
     try:
-        build_rule(request.rule, tiny_net(), **params)
+        build_rule(request.rule, tiny_net(), **rule_params(request))
     except (ConfigError, ValueError, TypeError) as err:
         raise ConfigError(f"rule {request.rule}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") \
             from None
-    del torch
 
 
 def rule_params(request: StudyRequest) -> dict:
