@@ -328,12 +328,12 @@ def report(request: StudyRequest) -> tuple[int, Path]:
 
 
 def markdown_tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(the heading above, header cells, rows) of every markdown table in text."""
+    """(the section heading (##) above, header cells, rows) of every markdown table in text."""
     tables, heading, lines = [], "", text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith("#"):
+        if line.startswith("## "):  # a section (## Task `dms`): kept until the next one
             heading = line.lstrip("# ").strip()
         if line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|[\s:|-]+\|$", lines[i + 1].strip()):
             header = split_row(line)
@@ -385,7 +385,8 @@ def claims_beside(report_text: str, rule: str) -> tuple[list[str], list[list[str
             else:
                 continue
             stat = row.get("statistic", "")
-            key = (template, stat.split(" = ")[0] if " = " in stat else "", row["task"])  # the test's name
+            test = row.get("test") or (stat.split(" = ")[0] if " = " in stat else "")  # the test's name
+            key = (template, test, row["task"])
             p = row.get("p")
             keyed.setdefault(key, {})[who] = row["verdict"] + (f" (p {p})" if p not in (None, "", "n/a") else "")
             break
