@@ -42,6 +42,7 @@ class Rule(nn.Module):
 
     name: str = ""
     exact: bool = False  # True when the estimate is the exact gradient (rho = 1 by construction)
+    unbiased: bool = False  # True when the estimate's expectation over its random draws is the exact gradient
     # True when the surrogate *is* the exact objective of the same forward pass (BPTT): a measurement may
     # then reuse the exact gradient instead of computing the same one twice
     surrogate_is_objective: bool = False

@@ -73,6 +73,7 @@ def perturbation_estimates(net, batch, objective, noise, r_clean: torch.Tensor, 
 @register
 class NodePerturbation(StochasticRule):
     name = "node_perturbation"
+    unbiased = True  # up to O(sigma^2) (tests/test_online_rules.py), far below its sampling error
 
     def __init__(self, net, sigma: float = 1e-2):
         super().__init__(net)

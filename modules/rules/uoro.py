@@ -81,6 +81,7 @@ def draw_signs(shape, generator: torch.Generator, like: torch.Tensor) -> torch.T
 @register
 class UORO(StochasticRule):
     name = "uoro"
+    unbiased = True
 
     def surrogate(self, net, batch, objective, noise=None, generator=None):
         x = batch[0]
