@@ -9,6 +9,8 @@ control (any rule name at all), then the controls' exploratory claims.
 """
 from __future__ import annotations
 
+import fnmatch
+
 import hashlib
 import subprocess
 from dataclasses import dataclass, field
@@ -78,7 +80,11 @@ class Plan:
 
     def rules(self, arms) -> list[str]:
         """The arms under test: neither the reference nor a control."""
-        return [a for a in arms if a != self.reference and a not in self.controls]
+        return [a for a in arms if a != self.reference and not self.is_control(a)]
+
+    def is_control(self, arm: str) -> bool:
+        """A control arm: named in `controls`, where a name may be a glob (study.py's `bptt_matched_<rule>`)."""
+        return any(fnmatch.fnmatchcase(arm, c) for c in self.controls)
 
     def pooled(self, arms) -> list[str]:
         """The arms "pooled" means (figure and table alike): the reference and every rule under test."""

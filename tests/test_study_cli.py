@@ -306,7 +306,5 @@ def test_a_new_rule_goes_through_conformance_study_and_report(repo_copy, tmp_pat
     assert all(f"| {name} | 3 |" in section for section in report.split("## Task")[1:]), "the rule's arm per task"
     assert list((out / "report").glob("*.png")), "figures drawn"
     rows = [line for line in report.splitlines() if line.startswith(f"| {name}: ")]
-    if hasattr(claims, "BIO_RULES") and name not in claims.BIO_RULES:
-        pytest.xfail("report.py's claims cover only eprop, rflo and mdgl until issue 24 (claims for every rule)")
     assert rows and any("bptt" in r for r in rows), "the rule's claims against bptt"
     assert (out / f"claims_{name}.md").read_text().count(f"| {name} |") == 1
