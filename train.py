@@ -16,8 +16,11 @@ class Stop:
     pending: list[int] = []
     in_main = False  # main() began: Hydra made the run directory
 
+    received = False  # a signal arrived (a library may have turned its KeyboardInterrupt into an error)
+
     @classmethod
     def handler(cls, signum, frame):
+        cls.received = True
         if cls.held:
             cls.pending.append(signum)
             return
@@ -112,6 +115,8 @@ if __name__ == "__main__":
     try:
         from rulescape.targets import override_target_problem
         problem = override_target_problem(sys.argv[1:]) or preflight(sys.argv[1:])
+        if problem and Stop.received:  # the interrupt surfaced as an error inside Hydra's composition
+            raise KeyboardInterrupt
         if problem:
             print(problem, file=sys.stderr)
             sys.exit(EXIT_CONFIG)

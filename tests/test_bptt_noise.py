@@ -191,8 +191,9 @@ def test_bad_e_ratio_fails_before_work_with_one_line(tmp_path, value):
 
 
 @pytest.mark.parametrize("args,words", [(["rule.e_ratio=nan"], ["rule.e_ratio=nan"]),
-                                        (["rule.e_ratio=null", "rule.e_ratio_from=/nonexistent/run"],
-                                         ["rule.e_ratio_from", "/nonexistent/run"])])
+                                        pytest.param(["rule.e_ratio=null", "rule.e_ratio_from=/nonexistent/run"],
+                                                     ["rule.e_ratio_from", "/nonexistent/run"],
+                                                     marks=pytest.mark.slow)])  # in-process twin stays fast
 def test_cli_exit_code_two_and_one_line(tmp_path, args, words):
     result = subprocess.run([sys.executable, "train.py", "rule=bptt_noise", *args, "logger=none",
                              f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)

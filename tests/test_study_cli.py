@@ -181,7 +181,8 @@ def test_the_worked_example_passes():
                                        (["rule=eprop", "study.seeds=0"], "study.seeds=0"),
                                        (["rule=eprop", "study.tasks=[dms,nosuchtask]"], "unknown task 'nosuchtask'"),
                                        (["rule=eprop", "study.nokey=1"], "unknown key 'study.nokey'"),
-                                       (["rule=rflo", "rule.feedback_scale=-1"], "rule.feedback_scale")])
+                                       pytest.param(["rule=rflo", "rule.feedback_scale=-1"], "rule.feedback_scale",
+                                                    marks=pytest.mark.slow)])  # composes a whole study
 def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path):
     done = subprocess.run([PY, str(ROOT / "study.py"), *args, f"study.out={tmp_path / 'out'}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
