@@ -152,3 +152,31 @@ def test_readme_first_steps_run_as_written(tmp_path):
         if "report.py" in command:
             out_dir = shlex.split(command)[shlex.split(command).index("--out") + 1]
             assert (repo / out_dir / "report.md").is_file()
+
+
+# ----- README's headline is never stronger than the study's rows -------------------------------------------
+NUM = r"(-?\d+\.?\d*(?:e-?\d+)?)"
+CLAUSE = re.compile(rf"(?:Δgap|ratio|Δ)\s*{NUM}(?: MSE)?(?:\s*\[{NUM}, {NUM}\])?(?:,\s*p Holm = {NUM})?")
+
+
+def significant(text: str) -> int:
+    mantissa = text.lower().split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+    return max(len(mantissa), 1)
+
+
+def rounds_to(value: float, text: str) -> bool:
+    return float(f"{value:.{significant(text)}g}") == float(text)
+
+
+def test_readme_headline_numbers_are_the_study_reports_numbers():
+    """Each statistic in README's headline (effect, CI bounds, Holm p) is one row of a docs/study report,
+    rounded: all of its numbers on one line of a report. A stale or invented figure fails here."""
+    readme = (ROOT / "README.md").read_text()
+    headline = readme[readme.index("**Headline**"):readme.index("## Set up")]
+    clauses = [[t for t in m.groups() if t] for m in CLAUSE.finditer(headline)]
+    assert len(clauses) >= 4 and sum(map(len, clauses)) >= 12, clauses
+    lines = [[float(t) for t in re.findall(NUM, line)]
+             for task in ("dms", "seqmnist", "pattern")
+             for line in (ROOT / "docs" / "study" / task / "report.md").read_text().splitlines()]
+    missing = [c for c in clauses if not any(all(any(rounds_to(v, t) for v in line) for t in c) for line in lines)]
+    assert not missing, f"README headline statistics with no matching row in docs/study/*/report.md: {missing}"
