@@ -40,8 +40,11 @@ def mean_of_runs(pattern: str, field: str, wait_s: float = 0.0, statuses=("ok",)
         dirs = run_dirs(str(pattern).split(","))
         records = []
         for d in dirs:
+            path = Path(d, "summary.json")
+            if not path.is_file():  # a FIFO or directory of that name would block or fail: not a record
+                continue
             try:
-                records.append(json.loads(Path(d, "summary.json").read_text()))
+                records.append(json.loads(path.read_text()))
             except (OSError, ValueError):
                 pass
         finished = [r for r in records if isinstance(r, dict) and r.get("status") not in (None, "interrupted")]

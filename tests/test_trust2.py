@@ -237,8 +237,8 @@ def test_a_run_interrupted_before_training_runs_again_in_its_directory(tmp_path)
 # --- readers read regular files only ------------------------------------------------------------------------
 
 def test_report_and_run_dir_checks_do_not_block_on_a_fifo_named_summary_json(tmp_path):
-    """report.py (analysis/load.py), the sweep table and the run-dir check each meet a FIFO where a record
-    should be: listed as unreadable / refused, never blocking. Run in a subprocess with a timeout."""
+    """report.py (analysis/load.py), the sweep table, a *_from stop target and the run-dir check each meet a
+    FIFO where a record should be: listed as unreadable / refused, never blocking. Run in a subprocess with a timeout."""
     fifo_dir = tmp_path / "runs" / "fifo_run"
     fifo_dir.mkdir(parents=True)
     os.mkfifo(fifo_dir / "summary.json")
@@ -247,10 +247,14 @@ def test_report_and_run_dir_checks_do_not_block_on_a_fifo_named_summary_json(tmp
             "from rulescape.rundir import check_run_dir; "
             f"runs = load_runs([{str(tmp_path / 'runs')!r}]); print([r.status for r in runs]); "
             f"print(summary_table(Path({str(tmp_path / 'runs')!r})).splitlines()[0]); "
+            "from callbacks.stop_at_target import mean_of_runs\n"
+            f"try: mean_of_runs({str(fifo_dir)!r}, 'train_acc')\n"
+            "except ValueError as err: print('stop target:', err)\n"
             f"check_run_dir(Path({str(fifo_dir)!r}), None)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "['unreadable']" in result.stdout, result.stderr[-2000:]
     assert "1 jobs" in result.stdout
+    assert "stop target:" in result.stdout and "0 of 1 runs finished" in result.stdout  # a *_from target
     assert "already holds a run with status 'unreadable'" in result.stderr  # refused, not overwritten
 
 
