@@ -262,13 +262,14 @@ def plan_baselines(request: StudyRequest, log) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------- runs
 def sweep(request: StudyRequest, tasks: list[str], seeds: list[int], overrides: list[str], sweep_dir: Path,
           log_file: Path) -> int:
-    """One `train.py -m` over tasks x seeds (x the rules in overrides), jobs one after another in this process."""
+    """One `train.py -m` over tasks x seeds (x the rules in overrides), jobs one after another."""
     if not tasks or not seeds:
         return 0
     first = base_overrides(request, tasks[0])
     # experiment as a sweep (choice(), even of one preset): the sweeper then starts from the config without a
     # preset, so the presets' own arm and seed sweeps are not used; each job still composes its preset.
-    # joblib with one job runs the jobs in order, in this process.
+    # n_jobs=1: the launcher runs the jobs in order (each in a process of its own), so a lane's control
+    # follows its rule run.
     cmd = [sys.executable, str(ROOT / "train.py"), "-m",
            "experiment=choice(" + ",".join(f"study_{t}" for t in tasks) + ")",
            "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep_dir.resolve()}",

@@ -286,7 +286,8 @@ def test_report_theorem1_table_numbers(tmp_path):
 
 def test_sweep_job_with_a_bad_config_is_recorded_and_the_others_run(tmp_path):
     """train.py -m: a job whose config is refused gets a "failed" summary.json and the sweep goes on (exit 0).
-    With one joblib job the jobs run one after another in one process, so a job that exits ends the sweep."""
+    With one job at a time the jobs run one after another (each in a process of its own, the default
+    launcher), so the second job runs only if the first one's refusal did not end the sweep."""
     import subprocess
     import sys
     sweep = tmp_path / "sweep"
