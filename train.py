@@ -63,7 +63,7 @@ def record_interrupt(cfg: DictConfig, out_dir: str, started_ns: int) -> None:
     summary.json, unless a record is there that says more (this run's own, or a finished run's)."""
     from omegaconf import OmegaConf
 
-    from rulescape.record import build_summary, write_unless_finished
+    from modules.record import build_summary, write_unless_finished
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - an unresolvable value: the config as written

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 
 from callbacks.history import merged_history
 from callbacks.timing import timing
-from rulescape.record import (FINAL_KEYS, STATUSES, build_summary, clean, finite_mean, git_commit,  # noqa: F401 - re-exported
+from modules.record import (FINAL_KEYS, STATUSES, build_summary, clean, finite_mean, git_commit,  # noqa: F401 - re-exported
                               history_name, last, versions, write_summary)
 
 

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from datamodules.base import TrialDataModule, TrialSet
-from rulescape.errors import ConfigError
 
 SOURCES = ("mlxtend5k", "torchvision")
 LOSS_STEPS = ("last", "all")
@@ -126,7 +125,7 @@ class SeqMNISTDataModule(TrialDataModule):
         self.source, self.data_dir = source, str(data_dir)
         self.train_size, self.test_size = int(train_size), int(test_size)
         if loss_steps not in LOSS_STEPS:
-            raise ConfigError(f"task.loss_steps={loss_steps!r} is not allowed; choose one of: {', '.join(LOSS_STEPS)}")
+            raise ValueError(f"task.loss_steps={loss_steps!r} is not allowed; choose one of: {', '.join(LOSS_STEPS)}")
         self.loss_steps = loss_steps
         self.noise, self.test_noise = float(noise), float(test_noise)
         self.shift_noise = None if shift_noise is None else float(shift_noise)

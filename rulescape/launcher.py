@@ -40,7 +40,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rulescape.errors import EXIT_INTERRUPTED
-from rulescape.record import build_summary, write_unless_finished
+from modules.record import build_summary, write_unless_finished
 
 POLL_S = 0.5  # how often the sweep looks at its flags while jobs run
 PR_SET_PDEATHSIG = 1

@@ -96,6 +96,20 @@ def test_p_values_equal_scipy_paired_tests_and_holm(known):
     assert "λ1 ratio" in mdgl_lam.mde
 
 
+def test_unpaired_fallback_is_welch_written_out():
+    """When seeds do not pair, a paired t becomes Welch's t: its statistic and p equal the formula written
+    out (unequal variances, Welch–Satterthwaite degrees of freedom), not Student's pooled t."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(1.0, 1.0, 8), rng.normal(0.0, 3.0, 12)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    t = (x.mean() - y.mean()) / math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    result = run_test("welch", x, y, "greater")
+    assert result.statistic == pytest.approx(t, rel=1e-12) and result.p == pytest.approx(sps.t.sf(t, df), rel=1e-9)
+    ranks = run_test("mannwhitneyu", x, y, "greater")
+    assert ranks.p == pytest.approx(sps.mannwhitneyu(x, y, alternative="greater").pvalue, rel=1e-12)
+
+
 def test_tost_on_both_sides_of_the_margin():
     rng = np.random.default_rng(1)
     base = rng.normal(0, 1, 30)

@@ -119,7 +119,7 @@ def test_seqmnist_loss_on_every_step_when_asked():
     dm.setup()
     for trials in (dm.train_set, dm.test_set, dm.shift_set):
         assert torch.equal(trials.mask, torch.ones(len(trials), 28))
-    with pytest.raises(ConfigError, match="loss_steps='every'.*last, all"):
+    with pytest.raises(ValueError, match="loss_steps='every'.*last, all"):
         SeqMNISTDataModule(train_size=100, test_size=50, loss_steps="every")
 
 
