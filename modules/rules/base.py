@@ -110,3 +110,28 @@ class StochasticRule(Rule):
 
     def set_extra_state(self, state: dict) -> None:
         self.rule_seed, self.step = int(state["rule_seed"]), int(state["step"])
+
+
+class FollowsHistory:
+    """Mixin for a rule that follows a value another run recorded, step by step (bptt_scaled's rho,
+    bptt_noise's e_ratio). The history lives in two buffers, `<name>_steps` and `<name>_values`, so a
+    checkpoint carries it and a resume is exact even if the source record changes; lookups use host lists
+    copied from the buffers once (they may live on a GPU: no device read on every training step)."""
+
+    def register_history(self, name: str, points: list[tuple[int, float]]) -> None:
+        self.register_buffer(f"{name}_steps", torch.tensor([s for s, _ in points], dtype=torch.long))
+        self.register_buffer(f"{name}_values", torch.tensor([v for _, v in points], dtype=torch.float64))
+        self._host_histories: dict[str, tuple[list[int], list[float]]] = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_histories = {}  # a checkpoint's history replaces the buffers: read them again
+
+    def history_value(self, name: str, step: int) -> float:
+        """The last recorded value at or before `step` (the first one before any)."""
+        from modules.run_records import value_at
+        host = self._host_histories.get(name)
+        if host is None:
+            host = self._host_histories[name] = (getattr(self, f"{name}_steps").tolist(),
+                                                 getattr(self, f"{name}_values").tolist())
+        return value_at(*host, step)

@@ -33,7 +33,7 @@ import torch
 
 from modules import run_records as records
 from modules.rules import register
-from modules.rules.base import Estimate, StochasticRule
+from modules.rules.base import Estimate, FollowsHistory, StochasticRule
 
 E_RATIO_KEY = "align_e_ratio"  # the summary history name of align/e_ratio (callbacks/run_record.py)
 
@@ -64,7 +64,7 @@ def check_e_ratio(value, where: str) -> float:
 
 
 @register
-class NoisyBPTT(StochasticRule):
+class NoisyBPTT(FollowsHistory, StochasticRule):
     name = "bptt_noise"
     per_rank_draws = False  # one n for all ranks, against the all-reduced g (module docstring)
 
@@ -79,21 +79,12 @@ class NoisyBPTT(StochasticRule):
             points = records.recorded_history(e_ratio_from, E_RATIO_KEY, "rule.e_ratio_from", e_ratio_wait_s)
             for step, value in points:
                 check_e_ratio(value, f"rule.e_ratio_from: '{e_ratio_from}' at step {step} has align_e_ratio")
-        # buffers: a checkpoint carries the history, so a resume is exact even if the source record changes
-        self.register_buffer("e_ratio_steps", torch.tensor([s for s, _ in points], dtype=torch.long))
-        self.register_buffer("e_ratio_values", torch.tensor([v for _, v in points], dtype=torch.float64))
-        self._host: tuple[list[int], list[float]] | None = None  # the buffers as lists, read once
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._host = None  # a checkpoint's history replaces the buffers: read them again
+        self.register_history("e_ratio", points)  # checkpointed: a resume is exact
 
     @property
     def e_ratio(self) -> float:
-        """e_ratio at the current step (looked up on the host, like bptt_scaled's rho)."""
-        if self._host is None:
-            self._host = (self.e_ratio_steps.tolist(), self.e_ratio_values.tolist())
-        return records.value_at(*self._host, self.step)
+        """e_ratio at the current step."""
+        return self.history_value("e_ratio", self.step)
 
     def surrogate(self, net, batch, objective, noise=None, generator=None):
         training = self._training_call  # read before generator() consumes it

@@ -25,7 +25,7 @@ import torch
 
 from modules import run_records as records
 from modules.rules import register
-from modules.rules.base import Estimate, Rule
+from modules.rules.base import Estimate, FollowsHistory, Rule
 
 RHO_MODES = ("mean", "history")
 
@@ -62,7 +62,7 @@ class ScaleGrad(torch.autograd.Function):
 
 
 @register
-class ScaledBPTT(Rule):
+class ScaledBPTT(FollowsHistory, Rule):
     name = "bptt_scaled"
 
     def __init__(self, net, rho: float | None = None, rho_from: str | None = None, rho_mode: str = "mean",
@@ -79,13 +79,7 @@ class ScaledBPTT(Rule):
         else:
             points = rho_history_from_run(rho_from, rho_wait_s)
         self.rho_mode = rho_mode if rho is None else "mean"
-        self.register_buffer("rho_steps", torch.tensor([s for s, _ in points], dtype=torch.long))
-        self.register_buffer("rho_values", torch.tensor([v for _, v in points], dtype=torch.float64))
-        self._host: tuple[list[int], list[float]] | None = None  # the buffers as lists, read once
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._host = None  # a checkpoint's history replaces the buffers: read them again
+        self.register_history("rho", points)
 
     @property
     def rho(self) -> float:
@@ -93,12 +87,8 @@ class ScaledBPTT(Rule):
         return self.rho_at(self.step)
 
     def rho_at(self, step: int) -> float:
-        """The last recorded rho at or before `step` (the first one before any). Looked up on the host, in
-        lists copied from the buffers once (they may live on a GPU: no device read on every training step)."""
-        if self._host is None:
-            self._host = (self.rho_steps.tolist(), self.rho_values.tolist())
-        steps, values = self._host
-        return records.value_at(steps, values, step)
+        """The last recorded rho at or before `step` (the first one before any)."""
+        return self.history_value("rho", step)
 
     def surrogate(self, net, batch, objective, noise=None):
         rho = self.rho
