@@ -15,7 +15,11 @@ sweep leaves the pool's workers running. Here:
   `interrupted` and saves last.ckpt), the sweep waits for them (a second signal kills them), writes the
   summary table, prints and saves (<sweep dir>/resume.sh) the commands that resume the interrupted jobs and
   run the ones never started, and exits 130;
-- Hydra's launcher lines (the job list with its overrides) go to <sweep dir>/launcher.log, not the console.
+- Hydra's launcher lines (the job list with its overrides) go to <sweep dir>/launcher.log, not the console;
+- the same sweep run again into the same directory (`hydra.sweep.dir=<it>`) skips each job whose record is
+  finished (ok or diverged) under the same overrides, resumes each interrupted job from its last.ckpt, and
+  runs the rest (`hydra.launcher.skip_finished=false` turns this off; a finished job then refuses its
+  directory, as a single run does).
 
 Imports nothing heavy: the jobs import torch after the fork."""
 from __future__ import annotations
@@ -41,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rulescape.errors import EXIT_INTERRUPTED
 from modules.record import build_summary, write_unless_finished
+from rulescape.rundir import read_status
 
 POLL_S = 0.5  # how often the sweep looks at its flags while jobs run
 PR_SET_PDEATHSIG = 1
@@ -135,6 +140,24 @@ def resume_command(job: Job) -> str:
     return "python train.py " + " ".join(shlex.quote(a) for a in args)
 
 
+FINISHED = ("ok", "diverged")  # a record that is a result: the job is not run again
+
+
+def same_overrides(job: Job) -> bool:
+    """Whether the run in job.out_dir was started with the job's overrides (Hydra's .hydra/overrides.yaml,
+    a resume's ckpt_path= aside): a record from a different command is not this job's result."""
+    path = job.out_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return False
+    try:
+        written = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # noqa: BLE001 - unreadable: not shown to be this job's
+        return False
+    def plain(overrides) -> list[str]:
+        return sorted(str(o) for o in overrides if not str(o).startswith("ckpt_path="))
+    return isinstance(written, list) and plain(written) == plain(job.overrides)
+
+
 def describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -145,9 +168,10 @@ def describe_exit(code: int | None) -> str:
 
 
 class JobLauncher(Launcher):
-    def __init__(self, n_jobs: int = 2, stop_grace_s: float = 300.0) -> None:
+    def __init__(self, n_jobs: int = 2, stop_grace_s: float = 300.0, skip_finished: bool = True) -> None:
         self.n_jobs = max(int(n_jobs), 1) if int(n_jobs) > 0 else (os.cpu_count() or 1)
         self.stop_grace_s = float(stop_grace_s)  # how long stopped jobs get to save before they are killed
+        self.skip_finished = bool(skip_finished)
         self.config: DictConfig | None = None
         self.task_function = None
         self.hydra_context = None
@@ -174,6 +198,28 @@ class JobLauncher(Launcher):
             if before is not None:
                 HydraConfig.instance().cfg = before
         return jobs
+
+    def take_up(self, jobs: list[Job]) -> list[Job]:
+        """A sweep run again into its directory: the jobs already finished there (returned, not to run), and
+        the interrupted ones with a checkpoint, which get `ckpt_path=` to resume it."""
+        finished, resumed = [], 0
+        for job in jobs:
+            status = read_status(job.out_dir / "summary.json")
+            if status is None or not same_overrides(job):
+                continue
+            ckpt = job.out_dir / "checkpoints" / "last.ckpt"
+            if status in FINISHED:
+                job.outcome = status
+                finished.append(job)
+                self.log(f"#{job.num} skipped: its record is finished ({status}) in {job.out_dir}")
+            elif status == "interrupted" and ckpt.is_file():
+                job.overrides = [o for o in job.overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={ckpt}"]
+                resumed += 1
+                self.log(f"#{job.num} resumes {ckpt}")
+        if finished or resumed:
+            print(f"{len(finished)} of {len(jobs)} jobs already finished in this directory (skipped, records kept); "
+                  f"{resumed} resume from their checkpoint", flush=True)
+        return finished
 
     def on_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -227,7 +273,6 @@ class JobLauncher(Launcher):
             written = False
             reason += f" (its record could not be written: {err})"
         if not written:  # the job wrote its own record before it died (or an earlier run's is there)
-            from rulescape.rundir import read_status
             job.outcome = read_status(job.out_dir / "summary.json") or status
         else:
             job.outcome = status
@@ -249,7 +294,8 @@ class JobLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = self.plan(job_overrides, initial_job_idx)
         self.log_plan(sweep_dir, jobs)
-        pending, running, done = list(jobs), [], []
+        skipped = self.take_up(jobs) if self.skip_finished else []
+        pending, running, done = [j for j in jobs if j not in skipped], [], list(skipped)
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or running:

@@ -143,3 +143,19 @@ def test_the_cluster_launcher_gives_the_same_records(tmp_path):
     assert all(r["status"] == "ok" for r in got["rulescape"].values())
     assert got["rulescape"]["bptt_matched_dms_seed0"]["config"]["rule"]["rho_from"] == "<sweep>/eprop_dms_seed0"
     assert got["submitit_local"] == got["rulescape"]
+
+
+def test_the_same_sweep_run_again_skips_its_finished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = start_sweep(sweep, "seed=0,1", "trainer.max_steps=20")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    before = {p: p.stat().st_mtime_ns for p in sweep.glob("*/summary.json")}
+    assert len(before) == 2
+    again = start_sweep(sweep, "seed=0,1,2", "trainer.max_steps=20")  # one more seed
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert "2 of 3 jobs already finished in this directory" in out
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the finished records were left alone
+    got = records(sweep)
+    assert sorted(r["seed"] for r in got.values()) == [0, 1, 2] and all(r["status"] == "ok" for r in got.values())
