@@ -1,0 +1,125 @@
+"""docs/study/README.md's generated parts, from the committed reports and sweep logs, so that its tables and
+sentences can never say more (or other) than the study computed:
+
+    <!-- generated: claims -->        the primary claims' sentences of every task's report ("In plain words")
+    <!-- generated: arms <folder> --> the per-arm table of docs/study/<folder>/report.md (test score beside gap)
+    <!-- generated: runs -->          runs per records folder, their statuses, and the sweeps' wall time
+    ...
+    <!-- end generated -->
+
+The wall time of a folder is the sum over its sweeps (each `launching` line of its runs/launcher.log, to the
+last job that ended before the next) of first start to last end: what the 2-core machine took, jobs in
+parallel included.
+
+    python tools/study_readme.py            rewrite docs/study/README.md in place
+    python tools/study_readme.py --check    exit 1, naming the block, if the file is not what this writes
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "docs" / "study"
+BLOCK = re.compile(r"(<!-- generated: (?P<what>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+ORDER = ["dms", "seqmnist", "pattern", "neurogym"]
+
+
+def report(folder: str) -> str:
+    return (STUDY / folder / "report.md").read_text(encoding="utf-8")
+
+
+def section(text: str, heading: str) -> list[str]:
+    """The lines after the first '### <heading>...' line up to the next heading."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"### {heading}"))
+    out = []
+    for line in lines[start + 1:]:
+        if line.startswith("#"):
+            break
+        out.append(line)
+    return out
+
+
+def claims() -> list[str]:
+    out = []
+    for task in [t for t in ORDER if (STUDY / t / "report.md").is_file()]:
+        out += [line for line in section(report(task), "In plain words") if line.startswith("- On ")]
+    return out
+
+
+def arms(folder: str) -> list[str]:
+    return [line for line in section(report(folder), "Per arm") if line.startswith("|")]
+
+
+def sweeps_wall_s(log: Path) -> float:
+    """Sum over the sweeps logged in launcher.log of (last job end - launch)."""
+    total, start, end = 0.0, None, None
+    for line in log.read_text().splitlines():
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)", line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        if m.group(2).startswith("launching "):
+            if start is not None and end is not None:
+                total += end - start
+            start, end = t, None
+        elif " ended: " in m.group(2):
+            end = t
+    if start is not None and end is not None:
+        total += end - start
+    return total
+
+
+def runs() -> list[str]:
+    rows = ["| records | runs | ok | diverged | failed | interrupted | sweeps' wall time |", "|---|---|---|---|---|---|---|"]
+    total_runs, total_s = 0, 0.0
+    for folder in sorted(p.parent for p in STUDY.glob("*/runs") if p.is_dir()):
+        statuses = Counter(json.loads(p.read_text()).get("status") for p in (folder / "runs").glob("*/summary.json"))
+        log = folder / "runs" / "launcher.log"
+        wall = sweeps_wall_s(log) if log.is_file() else 0.0
+        n = sum(statuses.values())
+        total_runs, total_s = total_runs + n, total_s + wall
+        rows.append(f"| [{folder.name}]({folder.name}/report.md) | {n} | {statuses['ok']} | {statuses['diverged']} | "
+                    f"{statuses['failed']} | {statuses['interrupted']} | {wall / 60:.1f} min |")
+    rows.append(f"| all | {total_runs} | | | | | {total_s / 60:.1f} min |")
+    return rows
+
+
+def generate(what: str) -> list[str]:
+    kind, _, arg = what.partition(" ")
+    if kind == "claims":
+        return claims()
+    if kind == "arms":
+        return arms(arg)
+    if kind == "runs":
+        return runs()
+    raise ValueError(f"unknown generated block '{what}'; choose one of: claims, arms <folder>, runs")
+
+
+def render(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + "".join(f"{line}\n" for line in generate(m.group("what")))
+                     + m.group(4), text)
+
+
+def main(argv: list[str]) -> int:
+    path = STUDY / "README.md"
+    text = path.read_text(encoding="utf-8")
+    new = render(text)
+    if "--check" in argv:
+        if new != text:
+            stale = [m.group("what") for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new))
+                     if m.group(0) != n.group(0)]
+            print(f"docs/study/README.md is stale in block(s) {stale}: run python tools/study_readme.py")
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
