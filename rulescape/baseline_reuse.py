@@ -62,36 +62,51 @@ def differences(recorded, expected, path: str = "") -> list[str]:
     return [] if recorded == expected else [f"{path}: {recorded!r} -> {expected!r}"]
 
 
-def index_records(root: Path) -> dict[str, Path]:
-    """Run directories below root by name (<arm>_<task>_seed<k>), for those holding a summary.json."""
+def index_records(root: Path) -> dict[str, list[Path]]:
+    """Run directories below root by name (<arm>_<task>_seed<k>), for those holding a summary.json: every
+    directory of that name (an edition's records and an older one's, a variance arm's), in path order."""
     if not root.is_dir():
         return {}
-    return {p.parent.name: p.parent for p in sorted(root.rglob("summary.json"))}
+    index: dict[str, list[Path]] = {}
+    for p in sorted(root.rglob("summary.json")):
+        index.setdefault(p.parent.name, []).append(p.parent)
+    return index
 
 
-def decide(task: str, arm: str, seeds: list[int], index: dict[str, Path], overrides_for) -> ArmDecision:
-    """Step 1 (the config check) for one arm of one task; overrides_for(seed) gives that job's overrides."""
+def check_record(run_dir: Path, seed: int, want: dict) -> str | None:
+    """Why the record in run_dir cannot stand for this study's run of that seed, or None when it can."""
+    try:
+        record = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"seed {seed}: unreadable record ({err})"
+    if record.get("status") not in REUSABLE_STATUSES:
+        return f"seed {seed}: status {record.get('status')}"
+    diff = differences(record.get("config") or {}, want)
+    if diff:
+        more = f" (+{len(diff) - 1} more)" if len(diff) > 1 else ""
+        return f"seed {seed}: config differs: {diff[0]}{more}"
+    return None
+
+
+def decide(task: str, arm: str, seeds: list[int], index: dict[str, list[Path]], overrides_for) -> ArmDecision:
+    """Step 1 (the config check) for one arm of one task; overrides_for(seed) gives that job's overrides. Of
+    several records of one name, the first that passes is used; when none does, the first one's reason."""
     found: dict[int, Path] = {}
     commits: set[str] = set()
     for seed in seeds:
-        run_dir = index.get(f"{arm}_{task}_seed{seed}")
-        if run_dir is None:
+        candidates = index.get(f"{arm}_{task}_seed{seed}") or []
+        if not candidates:
             return ArmDecision(task, arm, False, f"no record for seed {seed}")
-        try:
-            record = json.loads((run_dir / "summary.json").read_text())
-        except (OSError, ValueError) as err:
-            return ArmDecision(task, arm, False, f"seed {seed}: unreadable record ({err})")
-        if record.get("status") not in REUSABLE_STATUSES:
-            return ArmDecision(task, arm, False, f"seed {seed}: status {record.get('status')}")
         try:
             want = expected_config(overrides_for(seed))
         except Exception as err:  # noqa: BLE001 - a config this study cannot compose is not comparable
             return ArmDecision(task, arm, False, f"cannot compose this study's config ({err})")
-        diff = differences(record.get("config") or {}, want)
-        if diff:
-            more = f" (+{len(diff) - 1} more)" if len(diff) > 1 else ""
-            return ArmDecision(task, arm, False, f"seed {seed}: config differs: {diff[0]}{more}")
-        found[seed] = run_dir
+        reasons = [check_record(d, seed, want) for d in candidates]
+        passing = [d for d, why in zip(candidates, reasons) if why is None]
+        if not passing:
+            return ArmDecision(task, arm, False, reasons[0])
+        found[seed] = passing[0]
+        record = json.loads((passing[0] / "summary.json").read_text())
         commits.add(str((record.get("versions") or {}).get("rulescape", "unknown"))[:7])
     return ArmDecision(task, arm, True, "config equal", found, commits)
 

@@ -226,6 +226,27 @@ def test_the_committed_study_records_match_this_codes_config_for_their_arm():
     assert not missing.reuse and "seed 99" in missing.why, missing.why
 
 
+def test_of_several_records_of_one_name_the_matching_one_is_reused(tmp_path, monkeypatch):
+    """docs/study holds an older edition's records under the same names (docs/study/v1): the record whose
+    config this study composes is found wherever it sorts."""
+    from rulescape import baseline_reuse as reuse
+    want = {"task": {"name": "dms", "lr": 0.1}, "seed": 0}
+    for folder, lr in (("a_old", 0.2), ("b_new", 0.1), ("c_other", 0.3)):
+        run = tmp_path / folder / "runs" / "bptt_dms_seed0"
+        run.mkdir(parents=True)
+        run.joinpath("summary.json").write_text(json.dumps(
+            {"status": "ok", "config": {"task": {"name": "dms", "lr": lr}, "seed": 0},
+             "versions": {"rulescape": folder * 7}}))
+    monkeypatch.setattr(reuse, "expected_config", lambda overrides: want)
+    index = reuse.index_records(tmp_path)
+    assert len(index["bptt_dms_seed0"]) == 3
+    got = reuse.decide("dms", "bptt", [0], index, lambda seed: [])
+    assert got.reuse and got.records[0].parent.parent.name == "b_new", got
+    want["task"]["lr"] = 0.5  # none matches: the first one's reason
+    got = reuse.decide("dms", "bptt", [0], index, lambda seed: [])
+    assert not got.reuse and "task.lr: 0.2 -> 0.5" in got.why, got.why
+
+
 def test_claims_beside_reads_the_rule_and_the_compared_rules_from_the_report():
     from rulescape.study_runner import claims_beside
     report = textwrap.dedent("""\
