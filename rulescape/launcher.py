@@ -21,7 +21,10 @@ sweep leaves the pool's workers running. Here:
   runs the rest (`hydra.launcher.skip_finished=false` turns this off; a finished job then refuses its
   directory, as a single run does).
 
-Imports nothing heavy: the jobs import torch after the fork."""
+Imports nothing heavy itself. With `preload` (the default) the sweep's process imports the training code
+(torch, Lightning, rulescape.run) once before its first fork, so that each job starts with it imported (about
+8 s less per job here); importing initialises neither CUDA nor torch's thread pools, which is what a fork
+must not inherit."""
 from __future__ import annotations
 
 import contextlib
@@ -140,6 +143,12 @@ def resume_command(job: Job) -> str:
     return "python train.py " + " ".join(shlex.quote(a) for a in args)
 
 
+def preload_training_code() -> None:
+    """Import what every job imports, in the sweep's process, before any fork (see the module's docstring)."""
+    import importlib
+    importlib.import_module("rulescape.run")
+
+
 FINISHED = ("ok", "diverged")  # a record that is a result: the job is not run again
 
 
@@ -168,10 +177,12 @@ def describe_exit(code: int | None) -> str:
 
 
 class JobLauncher(Launcher):
-    def __init__(self, n_jobs: int = 2, stop_grace_s: float = 300.0, skip_finished: bool = True) -> None:
+    def __init__(self, n_jobs: int = 2, stop_grace_s: float = 300.0, skip_finished: bool = True,
+                 preload: bool = True) -> None:
         self.n_jobs = max(int(n_jobs), 1) if int(n_jobs) > 0 else (os.cpu_count() or 1)
         self.stop_grace_s = float(stop_grace_s)  # how long stopped jobs get to save before they are killed
         self.skip_finished = bool(skip_finished)
+        self.preload = bool(preload)
         self.config: DictConfig | None = None
         self.task_function = None
         self.hydra_context = None
@@ -295,6 +306,8 @@ class JobLauncher(Launcher):
         jobs = self.plan(job_overrides, initial_job_idx)
         self.log_plan(sweep_dir, jobs)
         skipped = self.take_up(jobs) if self.skip_finished else []
+        if self.preload and len(skipped) < len(jobs):
+            preload_training_code()
         pending, running, done = [j for j in jobs if j not in skipped], [], list(skipped)
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -47,3 +47,15 @@ def test_a_resumed_job_that_finished_is_skipped_next_time(tmp_path):
     launcher = JobLauncher()
     launcher.log_path = tmp_path / "launcher.log"
     assert launcher.take_up([job]) == [job]
+
+
+def test_preload_imports_the_training_code_without_starting_cuda_or_threads():
+    """What the sweep's process imports before it forks its jobs: the training code, and nothing a fork must
+    not inherit (a CUDA context)."""
+    import subprocess
+    import sys
+    code = ("import sys; from rulescape.launcher import preload_training_code; preload_training_code(); "
+            "import torch; print('rulescape.run' in sys.modules, torch.cuda.is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]
