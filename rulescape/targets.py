@@ -3,7 +3,8 @@ summary.json (tools/rerun_record.py) or from a checkpoint, and Hydra's `instanti
 `_target_` names (its block-list stops os.system, not builtins.open or pathlib.Path.touch).
 
 So `_target_` is accepted in two places only, `optimizer._target_` (a torch.optim optimizer) and
-`scheduler._target_` (a torch.optim.lr_scheduler scheduler taking plain numbers); anywhere else (a nested
+`scheduler._target_` (a torch.optim.lr_scheduler scheduler taking plain numbers, or one of rulescape's own,
+OWN_SCHEDULERS); anywhere else (a nested
 value, another group, Hydra's own callbacks or launcher on the command line) it is refused with one line
 before anything is built. Imports nothing heavy at module level: train.py checks its command line with it
 before Hydra starts."""
@@ -14,11 +15,13 @@ from rulescape.errors import ConfigError
 INSTANTIATED = ("optimizer", "scheduler")  # the config groups the run instantiates (modules/lit_module.py)
 # schedulers that take other objects or callables, not numbers: a config cannot give them safely
 NOT_FROM_CONFIG = {"LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler", "LRScheduler"}
+# rulescape's own schedulers (conf/scheduler/): scheduler=over_rho is e-prop at eta / rho_bar (arm eprop_lr_rho)
+OWN_SCHEDULERS = ("modules.lr_over_rho.over_rho",)
 
 
 def allowed_targets(group: str) -> list[str]:
     """The fully qualified names `<group>._target_` may take: torch.optim.<Optimizer subclass> for the
-    optimizer, torch.optim.lr_scheduler.<scheduler class> for the scheduler."""
+    optimizer, torch.optim.lr_scheduler.<scheduler class> or one of OWN_SCHEDULERS for the scheduler."""
     import inspect
 
     import torch
@@ -30,7 +33,8 @@ def allowed_targets(group: str) -> list[str]:
     names = [n for n, c in vars(module).items() if inspect.isclass(c) and not n.startswith("_")
              and c is not base and n not in NOT_FROM_CONFIG and n != "Optimizer"
              and (issubclass(c, base) or n == "ReduceLROnPlateau")]
-    return sorted(f"{prefix}.{n}" for n in names)
+    own = list(OWN_SCHEDULERS) if group == "scheduler" else []
+    return sorted(f"{prefix}.{n}" for n in names) + own
 
 
 def target_paths(node, prefix: str = "") -> list[tuple[str, object]]:
@@ -56,9 +60,10 @@ def check_targets(config: dict, where: str = "config") -> None:
                               "(a config is data, nothing else in it is instantiated)")
         allowed = allowed_targets(path)
         if target not in allowed:
-            short = ", ".join(a.rsplit(".", 1)[1] for a in allowed)
+            short = ", ".join(a.rsplit(".", 1)[1] for a in allowed if a not in OWN_SCHEDULERS)
+            own = [a for a in allowed if a in OWN_SCHEDULERS]
             raise ConfigError(f"{where}: {path}._target_={target!r} is refused; choose a class of "
-                              f"{allowed[0].rsplit('.', 1)[0]}: {short}")
+                              f"{allowed[0].rsplit('.', 1)[0]}: {short}" + (f"; or {', '.join(own)}" if own else ""))
 
 
 def override_target_problem(argv: list[str]) -> str | None:
