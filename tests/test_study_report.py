@@ -1,6 +1,7 @@
 """The committed study reports are what report.py computes from the committed records: a subset of the
-pattern study's records (tests/data/study_subset) in the fast suite, every task's whole report (figures
-drawn) under -m slow."""
+second edition's dms records (tests/data/study_subset: bptt, eprop, bptt_matched, bptt_noise, eprop_lr_rho
+and uoro, seeds 0-2, diverged runs included) in the fast suite, every committed report (figures drawn) under
+-m slow."""
 from __future__ import annotations
 
 import subprocess
@@ -68,3 +69,20 @@ def test_readme_sentences_match_their_report_rows():
         assert f"- {line}" in report.splitlines(), line
         row = next(r for r in report.splitlines() if r.startswith(f"| {m.group('claim')} | "))
         assert row.rstrip(" |").split(" | ")[-1].split(" (")[0] == m.group("verdict").strip(), (line, row)
+
+
+def test_study_readme_generated_blocks_are_current(tmp_path, monkeypatch):
+    """docs/study/README.md's tables and claim sentences are what tools/study_readme.py writes from the
+    committed reports and sweep logs; a changed number in one of them is caught."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("study_readme", ROOT / "tools" / "study_readme.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = (STUDY / "README.md").read_text(encoding="utf-8")
+    blocks = list(tool.BLOCK.finditer(text))
+    assert {m.group("what").split()[0] for m in blocks} >= {"claims", "arms", "runs"}
+    assert tool.render(text) == text, "docs/study/README.md is stale: run python tools/study_readme.py"
+    body = blocks[0].group("body")
+    digit = next(i for i, ch in enumerate(body) if ch.isdigit())
+    tampered = text.replace(body, body[:digit] + str((int(body[digit]) + 1) % 10) + body[digit + 1:], 1)
+    assert tool.render(tampered) != tampered

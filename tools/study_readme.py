@@ -4,6 +4,8 @@ sentences can never say more (or other) than the study computed:
     <!-- generated: claims -->        the primary claims' sentences of every task's report ("In plain words")
     <!-- generated: arms <folder> --> the per-arm table of docs/study/<folder>/report.md (test score beside gap)
     <!-- generated: runs -->          runs per records folder, their statuses, and the sweeps' wall time
+    <!-- generated: section <folder> <heading> --> the table of that report section (its lines starting "|")
+    <!-- generated: rows <folder> <text> -->       the rows of that report's tables that contain <text>
     ...
     <!-- end generated -->
 
@@ -98,7 +100,17 @@ def generate(what: str) -> list[str]:
         return arms(arg)
     if kind == "runs":
         return runs()
-    raise ValueError(f"unknown generated block '{what}'; choose one of: claims, arms <folder>, runs")
+    if kind == "section":
+        folder, _, heading = arg.partition(" ")
+        return [line for line in section(report(folder), heading) if line.startswith("|")]
+    if kind == "rows":
+        folder, _, text = arg.partition(" ")
+        lines = report(folder).splitlines()
+        header = next((i for i, line in enumerate(lines) if line.startswith("| claim |")), None)
+        rows = [line for line in lines if line.startswith("|") and text in line]
+        return ([lines[header], lines[header + 1]] if header is not None else []) + rows
+    raise ValueError(f"unknown generated block '{what}'; choose one of: claims, arms <folder>, runs, "
+                     "section <folder> <heading>, rows <folder> <text>")
 
 
 def render(text: str) -> str:
