@@ -157,18 +157,20 @@ def sweep_arms(task: str) -> list[str]:
     return str(preset.hydra.sweeper.params.arm).split(",")
 
 
-@pytest.mark.parametrize("task", ["dms", "seqmnist"])
+@pytest.mark.parametrize("task", ["dms", "seqmnist", "pattern", "neurogym"])
 def test_every_arm_of_the_study_presets_composes_with_its_measurements(task):
     arms = sweep_arms(task)
     present = [a for a in arms if (CONF / "arm" / f"{a}.yaml").is_file()]
     assert present == arms, f"arms without a conf/arm file: {sorted(set(arms) - set(present))}"
-    assert {"bptt", "eprop", "rflo", "mdgl", "uoro", "node_perturbation", "bptt_matched", "bptt_early",
+    assert {"bptt", "eprop", "rflo", "mdgl", "uoro", "node_perturbation", "bptt_matched", "bptt_matched_mean",
             "bptt_noise", "eprop_lr_rho"} <= set(present)
+    assert {"bptt_early", "bptt_early_loss"} & set(present)  # pattern stops early on test loss
     for arm in present:
         cfg = compose_config([f"experiment=study_{task}", f"arm={arm}"])
         assert cfg.study_arm == arm and resolved(cfg, "optimizer")["optimizer"]["lr"] > 0
-        # lambda_1 trajectories with the scale-free checks (App. Figs 7-8) at every study run
-        assert cfg.curvature.every_n_steps == 100 and cfg.curvature.trace and cfg.curvature.flatness
+        # lambda_1 trajectories at every study run; the trace and relative flatness are in no claim of the
+        # plan, and the second edition leaves them out (6x the curvature time, conf/experiment/study_dms.yaml)
+        assert cfg.curvature.every_n_steps == 100 and not cfg.curvature.trace and not cfg.curvature.flatness
 
 
 @pytest.mark.parametrize("rule", ["bptt", "eprop", "rflo", "mdgl"])
