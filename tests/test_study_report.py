@@ -86,3 +86,20 @@ def test_study_readme_generated_blocks_are_current(tmp_path, monkeypatch):
     digit = next(i for i, ch in enumerate(body) if ch.isdigit())
     tampered = text.replace(body, body[:digit] + str((int(body[digit]) + 1) % 10) + body[digit + 1:], 1)
     assert tool.render(tampered) != tampered
+
+
+def test_every_second_edition_record_ran_on_code_that_contains_the_plan():
+    """Pre-registration: each record of the second edition (docs/study/<folder>/runs, not v1 or the pilots)
+    names a commit that contains the last commit of docs/study/plan.yaml."""
+    import json
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    plan = subprocess.run(["git", "log", "-1", "--format=%H", "--", "docs/study/plan.yaml"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    assert plan
+    records = sorted(STUDY.glob("*/runs/*/summary.json"))
+    assert len(records) > 500
+    commits = {json.loads(p.read_text())["versions"]["rulescape"] for p in records}
+    for commit in commits:
+        ok = subprocess.run(["git", "merge-base", "--is-ancestor", plan, commit], cwd=ROOT).returncode == 0
+        assert ok, f"records from {commit} ran before the plan's commit {plan[:7]}"
