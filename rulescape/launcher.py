@@ -17,7 +17,7 @@ sweep leaves the pool's workers running. Here:
   run the ones never started, and exits 130;
 - Hydra's launcher lines (the job list with its overrides) go to <sweep dir>/launcher.log, not the console;
 - the same sweep run again into the same directory (`hydra.sweep.dir=<it>`) skips each job whose record is
-  finished (ok or diverged) under the same overrides, resumes each interrupted job from its last.ckpt, and
+  finished (ok or diverged) under the same overrides, resumes each interrupted or killed job from its last.ckpt, and
   runs the rest (`hydra.launcher.skip_finished=false` turns this off; a finished job then refuses its
   directory, as a single run does).
 
@@ -212,7 +212,7 @@ class JobLauncher(Launcher):
 
     def take_up(self, jobs: list[Job]) -> list[Job]:
         """A sweep run again into its directory: the jobs already finished there (returned, not to run), and
-        the interrupted ones with a checkpoint, which get `ckpt_path=` to resume it."""
+        the interrupted or killed ones with a checkpoint, which get `ckpt_path=` to resume it."""
         finished, resumed = [], 0
         for job in jobs:
             status = read_status(job.out_dir / "summary.json")
@@ -223,7 +223,7 @@ class JobLauncher(Launcher):
                 job.outcome = status
                 finished.append(job)
                 self.log(f"#{job.num} skipped: its record is finished ({status}) in {job.out_dir}")
-            elif status == "interrupted" and ckpt.is_file():
+            elif status in ("interrupted", "failed") and ckpt.is_file():  # stopped, or killed mid-run
                 job.overrides = [o for o in job.overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={ckpt}"]
                 resumed += 1
                 self.log(f"#{job.num} resumes {ckpt}")

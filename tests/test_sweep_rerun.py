@@ -28,17 +28,19 @@ def test_finished_jobs_are_skipped_and_interrupted_ones_resume(tmp_path, capsys)
     diverged = job_dir(tmp_path, "diverged", "diverged")
     resumed = job_dir(tmp_path, "interrupted", "interrupted", ckpt=True)
     fresh = job_dir(tmp_path, "interrupted_at_start", "interrupted")  # no checkpoint: runs from the start
-    failed = job_dir(tmp_path, "failed", "failed")
+    failed = job_dir(tmp_path, "failed", "failed")  # refused before it trained: runs again
+    killed = job_dir(tmp_path, "killed", "failed", ckpt=True)  # kill -9 mid-run: resumes its checkpoint
     other = job_dir(tmp_path, "other_command", "ok", overrides=["arm=eprop", "seed=4"])
     never = job_dir(tmp_path, "never", None)
     launcher = JobLauncher()
     launcher.log_path = tmp_path / "launcher.log"
-    skipped = launcher.take_up([ok, diverged, resumed, fresh, failed, other, never])
+    skipped = launcher.take_up([ok, diverged, resumed, fresh, failed, killed, other, never])
     assert skipped == [ok, diverged] and [j.outcome for j in skipped] == ["ok", "diverged"]
-    assert resumed.overrides == OVERRIDES + [f"ckpt_path={resumed.out_dir / 'checkpoints' / 'last.ckpt'}"]
+    for job in (resumed, killed):
+        assert job.overrides == OVERRIDES + [f"ckpt_path={job.out_dir / 'checkpoints' / 'last.ckpt'}"]
     for job in (fresh, failed, other, never):
         assert job.overrides == OVERRIDES and job.outcome is None
-    assert "2 of 7 jobs already finished in this directory" in capsys.readouterr().out
+    assert "2 of 8 jobs already finished in this directory (skipped, records kept); 2 resume" in capsys.readouterr().out
 
 
 def test_a_resumed_job_that_finished_is_skipped_next_time(tmp_path):
