@@ -91,6 +91,11 @@ def ddp_worker(rank: int, folder, port: int, rules: list[str]) -> None:
     torch.set_num_threads(1)
     for rule in rules:
         train_tiny(rule, folder / rule, devices=2, strategy="ddp", overrides=EXTRA.get(rule, []))
+    # leave the gloo group before the interpreter exits: a group still alive at exit can abort the process
+    # ("terminate called without an active exception", SIGABRT) after its work is done (seen once in CI)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def assert_two_equal_one(rule, init, ranks, init_two, ranks_two, stochastic: bool = False):
