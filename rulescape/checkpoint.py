@@ -111,6 +111,21 @@ def progress_problem(node, where: str) -> str | None:
         f"{where} is {type(node).__name__} {node!r:.40}, not a count"
 
 
+def extra_state_problem(got, want, where: str) -> str | None:
+    """A module's extra state in the checkpoint has this run's structure: the same type, and for a dict the
+    same keys, recursively (values such as a rule's seed and step)."""
+    if type(got) is not type(want):
+        return f"{where} is {type(got).__name__}; this run's is {type(want).__name__}"
+    if isinstance(want, dict):
+        if set(got) != set(want):
+            return f"{where} has keys {sorted(map(str, got))}; this run's has {sorted(map(str, want))}"
+        for key, value in want.items():
+            problem = extra_state_problem(got[key], value, f"{where}[{key!r}]")
+            if problem:
+                return problem
+    return None
+
+
 def contents_problem(ckpt: dict, module) -> str | None:
     """What in the checkpoint does not fit this run's module, optimizer and Lightning's own state (keys,
     shapes, dtypes, types), or None. Checked before resuming: a checkpoint that fits loads."""
@@ -127,6 +142,11 @@ def contents_problem(ckpt: dict, module) -> str | None:
                f"{'; ' if extra and missing else ''}{'no ' + ', '.join(missing) if missing else ''}"
     for name, want in expected.items():
         got = state[name]
+        if not isinstance(want, torch.Tensor):  # a module's get_extra_state(), e.g. a keyed-draw rule's key
+            problem = extra_state_problem(got, want, f"state_dict[{name!r}]")
+            if problem:
+                return problem
+            continue
         if not isinstance(got, torch.Tensor):
             return f"state_dict[{name!r}] is {type(got).__name__}, not a tensor"
         if got.shape != want.shape or got.dtype != want.dtype:

@@ -306,6 +306,23 @@ def tamper(ckpt: dict, how: str) -> None:
         ckpt["lr_schedulers"] = [{"step_size": 1}]
 
 
+def test_a_rule_with_extra_state_resumes_and_a_tampered_extra_state_is_refused(tmp_path):
+    """node perturbation checkpoints its draw key as the module's extra state (a dict, not a tensor): its
+    checkpoint fits (it was refused once, so its runs could not resume), and one whose key has another
+    structure does not."""
+    overrides = [*QUICK, "callbacks=none", "rule=node_perturbation"]
+    assert train(compose_config(overrides + ["trainer.max_steps=4"]), tmp_path / "part")["status"] == "ok"
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_config(overrides + ["trainer.max_steps=6", f"ckpt_path={last}"]), tmp_path / "part")
+    assert resumed["status"] == "ok" and resumed["steps"] == 6
+    ckpt = torch.load(last, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("_extra_state"))
+    ckpt["state_dict"][key] = {"rule_seed": 0}
+    torch.save(ckpt, last)
+    with pytest.raises(ConfigError, match="_extra_state"):
+        train(compose_config(overrides + ["trainer.max_steps=8", f"ckpt_path={last}"]), tmp_path / "part")
+
+
 @pytest.mark.parametrize("how", ["shape", "dtype", "missing_key", "optimizer_shape", "optimizer_count",
                                  "loop_type", "step_type", "schedulers"])
 def test_a_checkpoint_whose_contents_do_not_fit_is_refused_and_nothing_is_written(finished, how):
