@@ -32,3 +32,22 @@ def compose_config(overrides: list[str]):
 @pytest.fixture
 def compose():
     return compose_config
+
+
+def assert_resume_exact_and_unsteered(overrides: list[str], folder: Path) -> dict:
+    """Train `overrides` to its end (full), without measurement callbacks (quiet), and to step 4 then resumed
+    from that checkpoint (resumed): every tensor of the final state_dict is equal in all three (a resume is
+    exact, measurements do not steer training). Returns the summaries {full, quiet, part, resumed}."""
+    from rulescape.run import train
+    ckpt = folder / "part" / "checkpoints" / "last.ckpt"
+    summaries = {"full": train(compose_config(overrides), folder / "full"),
+                 "quiet": train(compose_config(overrides + ["callbacks=none"]), folder / "quiet"),
+                 "part": train(compose_config(overrides + ["trainer.max_steps=4"]), folder / "part")}
+    summaries["resumed"] = train(compose_config(overrides + [f"ckpt_path={ckpt}"]), folder / "resumed")
+    states = {d: torch.load(folder / d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+              for d in ("full", "quiet", "resumed")}
+    for name, value in states["full"].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, states["quiet"][name]), name
+            assert torch.equal(value, states["resumed"][name]), name
+    return summaries

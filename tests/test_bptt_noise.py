@@ -232,19 +232,8 @@ def test_short_run_follows_an_eprop_runs_error_history(tmp_path):
 
 @pytest.mark.slow
 def test_resume_is_exact_and_measurements_do_not_steer(tmp_path):
-    from rulescape.run import train
-    overrides = QUICK + ["trainer.max_steps=8", "model.noise_std=0.1"]
-    train(compose_config(overrides), tmp_path / "full")
-    train(compose_config(overrides + ["callbacks=none"]), tmp_path / "quiet")
-    train(compose_config(overrides + ["trainer.max_steps=4"]), tmp_path / "part")
-    train(compose_config(overrides + [f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"]),
-          tmp_path / "resumed")
-    states = {d: torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-              for d in ("full", "quiet", "resumed")}
-    for name, value in states["full"].items():
-        if torch.is_tensor(value):
-            assert torch.equal(value, states["quiet"][name]), name
-            assert torch.equal(value, states["resumed"][name]), name
+    from conftest import assert_resume_exact_and_unsteered
+    assert_resume_exact_and_unsteered(QUICK + ["trainer.max_steps=8", "model.noise_std=0.1"], tmp_path)
 
 
 @pytest.mark.slow

@@ -242,22 +242,10 @@ QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=
 @pytest.mark.slow
 @pytest.mark.parametrize("rule_name", ["uoro", "node_perturbation"])
 def test_resume_is_exact_and_measurements_do_not_steer(tmp_path, rule_name):
-    from conftest import compose_config
-    from rulescape.run import train
-    overrides = QUICK + [f"rule={rule_name}"]
-    full = train(compose_config(overrides), tmp_path / "full")
-    assert full["status"] == "ok" and math.isfinite(full["rho_mean"])
-    quiet = train(compose_config(overrides + ["callbacks=none"]), tmp_path / "quiet")
-    part = train(compose_config(overrides + ["trainer.max_steps=4"]), tmp_path / "part")
-    resumed = train(compose_config(overrides + [f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"]),
-                    tmp_path / "resumed")
-    assert part["steps"] == 4 and resumed["steps"] == 8
-    states = {d: torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-              for d in ("full", "quiet", "resumed")}
-    for name, value in states["full"].items():
-        if torch.is_tensor(value):
-            assert torch.equal(value, states["quiet"][name]), name
-            assert torch.equal(value, states["resumed"][name]), name
+    from conftest import assert_resume_exact_and_unsteered
+    runs = assert_resume_exact_and_unsteered(QUICK + [f"rule={rule_name}"], tmp_path)
+    assert runs["full"]["status"] == "ok" and math.isfinite(runs["full"]["rho_mean"])
+    assert runs["part"]["steps"] == 4 and runs["resumed"]["steps"] == 8
 
 
 @pytest.mark.parametrize("loss,noise_std", [("ce", 0.0), ("mse", 0.1)])
