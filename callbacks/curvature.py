@@ -16,6 +16,10 @@ run equals an uninterrupted one. The first measurement (and every one with warm_
 a random vector seeded with the run's seed; probes come from seeded generators. `product_counts` keeps
 [step, Hessian-vector products] of each Lanczos measurement (checkpointed; for inspection). Nothing here changes
 training: no .grad, no mode switch, no global RNG.
+
+`at_steps_from=<glob>` adds the steps at which the named runs stopped (their records' `steps`, read when the
+run is built, waiting `at_steps_wait_s` for them): a rule's run then holds λ1 at exactly the step where its
+seed's BPTT run stopped, so "λ1 at equal steps" compares equal steps.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import logging
 import torch
 
 from callbacks.history import HistoryCallback
+from modules.run_records import stop_steps
 from modules.hessian import (HessianOperator, PARAM_SETS, lanczos_eigenvalues, pyhessian_eigenvalues,
                              rademacher_probes, relative_flatness, hutchinson_trace)
 
@@ -37,7 +42,7 @@ class Curvature(HistoryCallback):
     def __init__(self, every_n_steps: int = 500, params: str = "recurrent", k: int = 1,
                  backend: str = "lanczos", batch_size: int = 256, tol: float = 1e-4, max_iter: int = 100,
                  trace: bool = False, trace_samples: int = 20, flatness: bool = False, seed: int = 0,
-                 warm_start: bool = True):
+                 warm_start: bool = True, at_steps=()):
         super().__init__()
         if params not in PARAM_SETS:
             raise ValueError(f"curvature.params={params!r}; choose one of: {', '.join(PARAM_SETS)}")
@@ -50,6 +55,7 @@ class Curvature(HistoryCallback):
         self.batch_size, self.tol, self.max_iter = int(batch_size), float(tol), int(max_iter)
         self.trace, self.trace_samples, self.flatness = bool(trace), int(trace_samples), bool(flatness)
         self.seed, self.warm_start = int(seed), bool(warm_start)
+        self.at_steps = frozenset(int(s) for s in at_steps)  # measured there too (other runs' stop steps)
         self._batch = None
         self.ritz = None                      # (k, dim) unit Ritz vectors of the last measurement, on the CPU
         self.product_counts: list[list[int]] = []
@@ -60,7 +66,18 @@ class Curvature(HistoryCallback):
         return cls(every_n_steps=c.every_n_steps, params=c.params, k=c.k, backend=c.backend,
                    batch_size=c.batch_size, tol=c.tol, max_iter=c.max_iter, trace=c.trace,
                    trace_samples=c.trace_samples, flatness=c.flatness, seed=cfg.seed,
-                   warm_start=c.get("warm_start", True))
+                   warm_start=c.get("warm_start", True), at_steps=cls.steps_from(c))
+
+    @staticmethod
+    def steps_from(c) -> list[int]:
+        """The stop steps of the runs curvature.at_steps_from names ([] when unset)."""
+        pattern = c.get("at_steps_from")
+        if not pattern:
+            return []
+        return stop_steps(pattern, "curvature.at_steps_from", c.get("at_steps_wait_s") or 0.0)
+
+    def due(self, step: int, max_steps: int) -> bool:
+        return super().due(step, max_steps) or (step in self.at_steps and step not in self.measured_steps)
 
     def curvature_batch(self, trainer):
         """The fixed curvature batch (drawn once; the datamodule's draw is seeded, so a resume gets the same)."""

@@ -1,17 +1,27 @@
-"""Stop training once a score reaches a target — the study's matched points:
+"""Stop training at the first step whose score reaches a target — the study's matched points:
 
-    stop_at_train_acc=a    stop at the first check where training accuracy >= a (compare rules at matched
+    stop_at_train_acc=a    stop at the first step where training accuracy >= a (compare rules at matched
                            training accuracy; the reference gives its bio rules more iterations)
     stop_at_train_loss=l   the same for regression tasks: training loss <= l
     stop_at_test_acc=a     App. Table 1's control: BPTT stopped early at a bio rule's test accuracy
     stop_at_test_loss=l    its regression counterpart
 
-The one callback that steers training, and only when asked for. It evaluates the score itself on the whole
-set every `stop_check_every` steps (fine enough to hit a target that BPTT crosses within a few dozen steps;
-the measurement cadence `eval_every` is not), before the measurement callbacks run, so that when it stops
-at step k every measurement records step k as the final one. A target given as `<key>_from=<glob>` is the
-mean of that score over the finished runs the glob names (waiting `stop_wait_s` for them), e.g. BPTT
-stopped at the mean final test accuracy of the bio rules' runs of the same sweep.
+The one callback that steers training, and only when asked for. It scores the whole set itself, before the
+measurement callbacks run, so that when it stops at step k every measurement records step k as the final
+one. Scoring the set costs 0.3-13 training steps (docs/speed.md), so far from the target it checks every
+`stop_check_every` steps, and once the score is within a band of the target it checks after every step: the
+stop is then the first step at or past the target, and the step before it was checked and found below
+(`stop_exact` in the record). The band is `stop_margin` when given, else (and at least) twice the fastest
+progress over one sparse interval seen so far in the run, so a rule that gains 0.03 accuracy per 25 steps is
+watched every step from 0.06 below its target. A run whose score jumps from below the band past the target
+between two sparse checks still stops there, and its record says `stop_exact: false` with the check before
+(`stop_previous_check`); `stop_check_every=1` checks every step from the start.
+
+The record (summary.json) gets `stop_target` {metric, target}, `stopped_at` (null: the step cap came first),
+`stop_score`, `stop_overshoot` (how far past the target, >= 0, in the score's units), `stop_exact`,
+`stop_previous_check` [step, score] and `stop_checks`. A target given as `<key>_from=<glob>` is the mean of
+that score over the finished runs the glob names (waiting `stop_wait_s` for them), e.g. BPTT stopped at the
+mean final test accuracy of the bio rules' runs of the same sweep.
 """
 from __future__ import annotations
 
@@ -67,12 +77,23 @@ def requested_targets(cfg) -> list[str]:
 
 
 class StopAtTarget(Timed, pl.Callback):
-    def __init__(self, key: str, target: float, check_every: int = 10):
+    """Stops at the first step whose score reaches the target: sparse checks every `check_every` steps far
+    from it, a check after every step once the score is within `margin` of it (see the module docstring)."""
+
+    SAFETY = 2.0  # the automatic band: twice the fastest progress seen over one sparse interval
+
+    def __init__(self, key: str, target: float, check_every: int = 10, margin: float | None = None):
         if key not in TARGETS:
             raise ValueError(f"unknown stop target {key!r}; choose one of: {', '.join(TARGETS)}")
         self.key, self.target, self.check_every = key, float(target), max(int(check_every), 1)
+        self.margin = None if margin is None else float(margin)
         self.split, self.score, self.direction = TARGETS[key]
         self.stopped_at: int | None = None
+        self.stop_score: float | None = None
+        self.last_check: tuple[int, float] | None = None   # (step, score) of the latest check below target
+        self.previous_check: tuple[int, float] | None = None  # the check before the stop (kept for the record)
+        self.fastest = 0.0   # the largest progress per step seen between two checks (towards the target)
+        self.checks = 0
 
     @classmethod
     def from_config(cls, cfg) -> "StopAtTarget | None":
@@ -87,7 +108,7 @@ class StopAtTarget(Timed, pl.Callback):
         if target is None:
             split, score, _ = TARGETS[key]
             target = mean_of_runs(cfg.get(f"{key}_from"), f"{split}_{score}", cfg.get("stop_wait_s", 0.0))
-        return cls(key, target, cfg.get("stop_check_every", 10))
+        return cls(key, target, cfg.get("stop_check_every", 10), cfg.get("stop_margin"))
 
     @property
     def metric(self) -> str:
@@ -96,25 +117,74 @@ class StopAtTarget(Timed, pl.Callback):
     def reached(self, value: float) -> bool:
         return value >= self.target if self.direction > 0 else value <= self.target
 
+    def distance(self, value: float) -> float:
+        """How far the score still is from the target (> 0 below it)."""
+        return self.direction * (self.target - value)
+
+    def band(self) -> float:
+        """Within this distance of the target every step is checked: the stated margin, or SAFETY sparse
+        intervals at the fastest progress per step seen so far (whichever is larger)."""
+        automatic = self.SAFETY * self.fastest * self.check_every
+        return max(automatic, self.margin or 0.0)
+
+    def dense(self) -> bool:
+        return self.last_check is not None and self.distance(self.last_check[1]) <= self.band()
+
+    def due(self, step: int) -> bool:
+        return step % self.check_every == 0 or self.dense()
+
+    def check(self, step: int, value: float) -> bool:
+        """Record the check of `step`; True when the target is reached there."""
+        self.checks += 1
+        if self.reached(value):
+            self.stopped_at, self.stop_score, self.previous_check = step, value, self.last_check
+            return True
+        if self.last_check is not None and step - self.last_check[0] >= self.check_every:  # sparse only:
+            rate = (self.distance(self.last_check[1]) - self.distance(value)) / (step - self.last_check[0])
+            self.fastest = max(self.fastest, rate)  # one step's change is noise, not a pace
+        self.last_check = (step, value)
+        return False
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if self.stopped_at is not None or step % self.check_every:
+        step = trainer.global_step  # the weights after step `step`
+        if self.stopped_at is not None or not self.due(step):
             return
         dm, net = trainer.datamodule, pl_module.net
         with self.timed():
             value = evaluate(net, dm.train_set if self.split == "train" else dm.test_set, dm.loss)[self.score]
-        if self.reached(value):
-            self.stopped_at = step
+        if self.check(step, value):
             trainer.should_stop = True
 
+    @property
+    def exact(self) -> bool | None:
+        """The stop is provably the first step at or past the target: the step before it was checked and
+        was below. None while the run has not stopped at the target."""
+        if self.stopped_at is None:
+            return None
+        return self.previous_check is not None and self.previous_check[0] == self.stopped_at - 1
+
     def summary(self) -> dict:
-        """What the run record says about the stop: the target and the step it was reached (None: never)."""
-        return {"stop_target": {"metric": self.metric, "target": self.target}, "stopped_at": self.stopped_at}
+        """What the run record says about the stop: the target, the step it was reached (None: never, the
+        run ran to its step cap), the score there and its overshoot past the target (>= 0, in the score's
+        units), whether the step before was checked and below (exact), and the check before the stop."""
+        overshoot = None if self.stop_score is None else -self.distance(self.stop_score)
+        return {"stop_target": {"metric": self.metric, "target": self.target},
+                "stopped_at": self.stopped_at, "stop_score": self.stop_score, "stop_overshoot": overshoot,
+                "stop_exact": self.exact, "stop_previous_check": list(self.previous_check) if self.previous_check
+                else None, "stop_checks": self.checks}
 
     def state_dict(self) -> dict:
-        return {"stopped_at": self.stopped_at, "target": self.target, "seconds": self.seconds}
+        return {"stopped_at": self.stopped_at, "target": self.target, "seconds": self.seconds,
+                "stop_score": self.stop_score, "last_check": self.last_check, "previous_check": self.previous_check,
+                "fastest": self.fastest, "checks": self.checks}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stopped_at = state_dict.get("stopped_at")
         self.target = float(state_dict.get("target", self.target))  # a resumed run keeps its target
         self.seconds = float(state_dict.get("seconds", 0.0))
+        self.stop_score = state_dict.get("stop_score")
+        last, previous = state_dict.get("last_check"), state_dict.get("previous_check")
+        self.last_check = (int(last[0]), float(last[1])) if last is not None else None
+        self.previous_check = (int(previous[0]), float(previous[1])) if previous is not None else None
+        self.fastest = float(state_dict.get("fastest", 0.0))
+        self.checks = int(state_dict.get("checks", 0))

@@ -1,7 +1,8 @@
 """Finding other runs' records while a run is being built: step-matched BPTT follows an e-prop run's rho
 (modules/rules/bptt_scaled.py), BPTT plus orthogonal noise follows its error size (modules/rules/bptt_noise.py),
-early-stopped BPTT stops at the bio rules' mean test score (callbacks/stop_at_target.py). In a study sweep
-those runs may still be going, so all of them wait for them."""
+early-stopped BPTT stops at the bio rules' mean test score (callbacks/stop_at_target.py), a control runs as
+many steps as its rule did (stop_at_step_from), and λ1 is also measured where other runs stopped
+(curvature.at_steps_from). In a study sweep those runs may still be going, so all of them wait for them."""
 from __future__ import annotations
 
 import bisect
@@ -74,3 +75,52 @@ def value_at(steps: list[int], values: list[float], step: int) -> float:
     """The last recorded value at or before `step` (the first one before any): how a control follows another
     run's history step by step."""
     return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]
+
+
+def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
+    """The steps at which the runs that `pattern` names (globs, separated by commas) stopped: each finished
+    record's `steps`, sorted, once each. Waits up to wait_s seconds until every matching directory holds a
+    finished record (a study's rule arm waits for its seed's BPTT run). `option` names the config key in the
+    one-line errors."""
+    seen = {"finished": 0, "dirs": 0}
+
+    def all_finished() -> list[dict] | None:
+        dirs = run_dirs(str(pattern).split(","))
+        records = []
+        for d in dirs:
+            path = Path(d, "summary.json")
+            if not path.is_file():  # a FIFO or a directory of that name would block or fail: not a record
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("status") not in (None, "interrupted"):
+                records.append(record)
+        seen.update(finished=len(records), dirs=len(dirs))
+        return records if dirs and len(records) == len(dirs) else None
+
+    records = wait_for(all_finished, wait_s)
+    if records is None:
+        if not seen["dirs"]:
+            raise ValueError(f"{option}={pattern!r} names no run directory")
+        raise ValueError(f"{option}={pattern!r}: {seen['finished']} of {seen['dirs']} runs finished "
+                         f"(waited {float(wait_s):g} s)")
+    steps = set()
+    for record in records:
+        step = record.get("steps")
+        if isinstance(step, int) and not isinstance(step, bool) and step > 0:
+            steps.add(step)
+    if not steps:
+        raise ValueError(f"{option}={pattern!r}: no finished run there recorded a positive number of steps")
+    return sorted(steps)
+
+
+def stop_step(run_dir: str, option: str, wait_s: float = 0.0) -> int:
+    """The step at which the one run that `run_dir` (a path or a glob naming one) stopped."""
+    record = find_record(run_dir, option, wait_s)
+    step = record.get("steps")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"{option}={run_dir!r}: its record has steps={step!r}, not a positive number of steps "
+                         f"(status {record.get('status')!r})")
+    return step

@@ -31,6 +31,7 @@ from modules.lit_module import Diverged, RuleModule, build_optimizer
 from modules.objective import Objective
 from modules.rnn import RateRNN
 from modules.rules import build_rule
+from modules.run_records import stop_step
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
@@ -220,6 +221,8 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         validate(cfg)
         for note in settle(cfg):
             log.warning(note)
+        if cfg.get("stop_at_step_from"):  # a control as long as its rule: that run's step count is the budget
+            cfg.trainer.max_steps = stop_step(cfg.stop_at_step_from, "stop_at_step_from", cfg.stop_at_step_wait_s)
         config = OmegaConf.to_container(cfg, resolve=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -250,6 +250,8 @@ class CurvatureConfig:
     trace: bool = False
     trace_samples: int = key(20, "[1, 100000]")
     flatness: bool = False
+    at_steps_from: Optional[str] = key(None, path=True)
+    at_steps_wait_s: float = key(0.0, NONNEGATIVE)
 
 
 @dataclass
@@ -285,7 +287,10 @@ class RunConfig:
     stop_at_test_acc_from: Optional[str] = key(None, path=True)
     stop_at_test_loss_from: Optional[str] = key(None, path=True)
     stop_check_every: int = key(10, COUNT)
+    stop_margin: Optional[float] = key(None, NONNEGATIVE)
     stop_wait_s: float = key(0.0, NONNEGATIVE)
+    stop_at_step_from: Optional[str] = key(None, path=True)
+    stop_at_step_wait_s: float = key(0.0, NONNEGATIVE)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
 
