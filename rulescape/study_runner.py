@@ -3,10 +3,12 @@
 1. Conformance (rulescape/conformance.py) on tiny networks; a failed check stops here with exit 1.
 2. The study on each task's preset (conf/experiment/study_<task>.yaml, its matched point and budgets): the
    rule's arm x study.seeds, the controls named in study.controls (e.g. BPTT following the rule's rho
-   history seed by seed), and the baseline arms (bptt, eprop, rflo, mdgl): reused from study.baselines_from
-   when they still reproduce on this code (rulescape/baseline_reuse.py), trained otherwise. Jobs are plain
-   `train.py -m` sweeps (one job at a time each), in study.lanes processes at once; lane i takes every
-   lanes-th seed, so a seed's control runs after that seed's rule run in the same lane.
+   history seed by seed, to the matched score and for the rule's own step count), and the baseline arms
+   (bptt, eprop, rflo, mdgl): reused from study.baselines_from when they still reproduce on this code
+   (rulescape/baseline_reuse.py), trained otherwise. Jobs are plain `train.py -m` sweeps (one job at a time
+   each), in study.lanes processes at once; lane i takes every lanes-th seed and runs BPTT first, then the
+   rule, then its controls, then the other baselines, so that every run measures λ1 also at the step where
+   its seed's BPTT run stopped and a seed's control follows that seed's rule run.
 3. report.py on the new runs and the reused records; the rule's claims beside eprop's, rflo's and mdgl's are
    printed, then the output directory and the report's path (last).
 Bad input (unknown rule, task, study key, study.seeds < 1, a bad override) is one line and exit 2 before
@@ -34,10 +36,15 @@ SMOKE = ["trainer.max_steps=20", "model.hidden_size=16", "task.train_size=64", "
          "task.batch_size=16", "eval_every=10", "checkpoint_every=0", "curvature.every_n_steps=10",
          "curvature.batch_size=32", "alignment.every_n_steps=5", "stop_check_every=10"]
 SMOKE_SEEDS = 3  # the fewest runs per arm a claim is tested on (analysis.claims.MIN_N)
-CONTROLS = {  # name -> (arm name, overrides); {rule} and {rule_dir} filled in per study
-    "step_matched": ("bptt_matched_{rule}", ["rule=bptt_scaled", "rule.rho_mode=history"]),
-    "step_matched_mean": ("bptt_matched_mean_{rule}", ["rule=bptt_scaled", "rule.rho_mode=mean"]),
+CONTROLS = {  # name -> (arm name, overrides, as long as the rule's run); {rule} filled in per study
+    "step_matched": ("bptt_matched_{rule}", ["rule=bptt_scaled", "rule.rho_mode=history"], False),
+    "step_matched_mean": ("bptt_matched_mean_{rule}", ["rule=bptt_scaled", "rule.rho_mode=mean"], False),
+    # the same controls for exactly the rule's step count, not stopped at the matched score: they also take
+    # the rule's late steps (the matched-score ones reach the target long before a slow rule does)
+    "step_matched_len": ("bptt_matched_len_{rule}", ["rule=bptt_scaled", "rule.rho_mode=history"], True),
+    "step_matched_mean_len": ("bptt_matched_mean_len_{rule}", ["rule=bptt_scaled", "rule.rho_mode=mean"], True),
 }
+REFERENCE = "bptt"  # every other arm also measures λ1 where its seed's run of this arm stopped
 
 
 @dataclass
@@ -158,10 +165,23 @@ def rule_overrides(request: StudyRequest) -> list[str]:
     return [f"rule={request.rule}", f"study_arm={request.rule}", *request.rule_overrides]
 
 
+def paired_overrides(request: StudyRequest, lane_dir: Path | None) -> list[str]:
+    """λ1 also at the step where the seed's BPTT run stopped (trained earlier in the same lane, or reused):
+    the equal-steps claim then compares exactly equal steps. None without a BPTT baseline."""
+    if REFERENCE not in (request.study["baselines"] or []) or lane_dir is None:
+        return []
+    run = f"{REFERENCE}_${{task.name}}_seed${{seed}}"
+    places = [f"{lane_dir.resolve()}/{run}", f"{(request.out / 'reused').resolve()}/${{task.name}}/{run}"]
+    return [f"curvature.at_steps_from={','.join(places)}", "curvature.at_steps_wait_s=0"]
+
+
 def control_overrides(request: StudyRequest, control: str, lane_dir: Path) -> list[str]:
-    arm, overrides = CONTROLS[control]
+    arm, overrides, as_long = CONTROLS[control]
     follow = f"{lane_dir.resolve()}/{request.rule}_${{task.name}}_seed${{seed}}"
-    return [*overrides, f"rule.rho_from={follow}", "rule.rho_wait_s=0", f"study_arm={arm.format(rule=request.rule)}"]
+    length = [f"stop_at_step_from={follow}", "stop_at_step_wait_s=0", "stop_at_train_acc=null",
+              "stop_at_train_loss=null"] if as_long else []
+    return [*overrides, f"rule.rho_from={follow}", "rule.rho_wait_s=0", *length,
+            f"study_arm={arm.format(rule=request.rule)}", *paired_overrides(request, lane_dir)]
 
 
 def check_jobs(request: StudyRequest) -> None:
@@ -296,10 +316,18 @@ def run_lanes(request: StudyRequest, baselines: dict[str, list[str]], log) -> li
         seeds = request.seeds[i::lanes]
         log_file = request.out / "logs" / f"lane{i + 1}.log"
         rule_dir = request.out / "runs" / f"lane{i + 1}"
-        steps = [("rule", rule_dir, s["tasks"], rule_overrides(request))]
+        # BPTT first: the rule's runs and the controls measure λ1 where BPTT's run of their seed stopped
+        first = [(arms, tasks) for arms, tasks in groups.items() if REFERENCE in arms]
+        steps = [(f"baseline {REFERENCE}", rule_dir, tasks, [f"rule={REFERENCE}", f"study_arm={REFERENCE}"])
+                 for _, tasks in first]
+        steps += [("rule", rule_dir, s["tasks"], rule_overrides(request) + paired_overrides(request, rule_dir))]
         steps += [(c, rule_dir, s["tasks"], control_overrides(request, c, rule_dir)) for c in s["controls"] or []]
-        steps += [("baselines " + ",".join(arms), rule_dir, tasks,
-                   ["rule=" + ",".join(arms), "study_arm=${rule.name}"]) for arms, tasks in groups.items()]
+        for arms, tasks in groups.items():
+            others = [a for a in arms if a != REFERENCE]
+            if others:
+                steps.append(("baselines " + ",".join(others), rule_dir, tasks,
+                              ["rule=" + ",".join(others), "study_arm=${rule.name}",
+                               *paired_overrides(request, rule_dir)]))
         for what, sweep_dir, tasks, overrides in steps:
             start = time.time()
             code = sweep(request, tasks, seeds, overrides, sweep_dir, log_file)
