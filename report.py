@@ -155,25 +155,37 @@ def final_value(run: Run, key: str) -> float | None:
     return v
 
 
-def arm_table(groups: dict[str, list[Run]], gap: str, plan: Plan, task: str) -> tuple[list[str], list[list[str]]]:
+def overshoot_cell(runs: list[Run]) -> str:
+    """Mean ± std of how far past its target each run stopped (`stop_overshoot`), with the runs whose step
+    before the stop was checked and below (`stop_exact`); "—" when no record has the field (older ones)."""
+    values = [r.value("stop_overshoot") for r in runs if r.value("stop_overshoot") is not None]
+    if not values:
+        return "—"
+    exact = sum(r.summary.get("stop_exact") is True for r in runs)
+    return f"{markdown.stat_cell(describe(values), len(values))} ({exact}/{len(values)} exact)"
+
+
+def arm_table(groups: dict[str, list[Run]], gap: str, plan: Plan, task: str,
+              everyone: dict[str, list[Run]] | None = None) -> tuple[list[str], list[list[str]]]:
     perf = ["train_acc", "test_acc"] if gap == "gap_acc" else ["train_loss", "test_loss"]
     shift = "shift_acc" if gap == "gap_acc" else "shift_loss"  # the shifted test set, when runs measured it
     if any(final_value(r, shift) is not None for rs in groups.values() for r in rs):
         perf.append(shift)
-    header = (["arm", "n ok"] + perf + ["learned", gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps",
-                                       "reached stop target"])
+    header = (["arm", "n ok"] + perf + ["learned (all runs)", gap, "final λ1", "mean ρ", "mean |ĝ|/|g|", "steps",
+                                       "reached stop target (all runs)", "overshoot"])
+    everyone = everyone or groups
     chance = plan.chance(task)
     rows = []
     for g, rs in groups.items():
         n = len(rs)
         cells = [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n) for c in perf]
-        n_learned, n_known = learning.learned_count(rs, chance, plan.margin(task))
+        n_learned, n_known = learning.learned_count(everyone.get(g, rs), chance, plan.margin(task))
         cells.append(f"{n_learned}/{n_known}" if n_known else "n/a")
         cells += [markdown.stat_cell(describe([final_value(r, c) for r in rs]), n)
                   for c in [gap, "lambda_max", "rho_mean"]]
         cells.append(markdown.stat_cell(describe([cl.history_mean(r, "align_norm_ratio") for r in rs]), n))
         cells.append(markdown.stat_cell(describe([r.value("steps") for r in rs]), n))
-        rows.append([g, str(n)] + cells + [stop_cell(rs)])
+        rows.append([g, str(n)] + cells + [stop_cell(everyone.get(g, rs)), overshoot_cell(rs)])
     return header, rows
 
 
@@ -227,14 +239,17 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                                 [[r.group, seed_text(r), why, display_path(r.path, sources)]
                                  for r, why in collapsed]).splitlines() + [""]
 
-    header, rows = arm_table(groups, gap, plan, task)
+    header, rows = arm_table(groups, gap, plan, task, by_task_group(all_in_task).get(task, {}))
     lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
               "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
-              "mean |ĝ|/|g| averages the `align_norm_ratio` history; learned: runs whose test score "
-              f"(accuracy; 1 − test_nmse for regression) > chance {fmt_chance(plan.chance(task))} + "
-              f"{plan.margin(task):g} / runs with a score; steps "
-              "differ between arms when runs stop at a target; reached stop target: runs with `stopped_at` / "
-              "runs with a `stop_target` (— when none has one).", "",
+              "mean |ĝ|/|g| averages the `align_norm_ratio` history; learned (all runs): runs that ended ok, "
+              "reached their stop target and score (accuracy; 1 − test_nmse for regression) above chance "
+              f"{fmt_chance(plan.chance(task))} + {plan.margin(task):g} / every run of the arm with an answer "
+              "(diverged, failed and capped runs count as not learned); steps "
+              "differ between arms when runs stop at a target; reached stop target (all runs): runs with "
+              "`stopped_at` / runs with a `stop_target` (— when none has one); overshoot: how far past the "
+              "target the stop's score is (`stop_overshoot`), and in how many runs the step before the stop "
+              "was checked and below (— for records made before the exact stop).", "",
               markdown.table(header, rows), ""]
     lam_last = [r for r in runs if r.history("lambda_max")]
     off = [r for r in lam_last if r.history("lambda_max")[-1][0] != r.value("steps")]
@@ -245,7 +260,8 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                      + ", ".join(f"{r.group} seed {seed_text(r)}" for r in off) if off else "")
                   + ".", ""]
 
-    claims = cl.task_claims(task, groups, gap, plan)
+    everyone = by_task_group(all_in_task).get(task, {})
+    claims = cl.task_claims(task, groups, gap, plan, everyone)
     n_primary = sum(c.primary for c in claims)
     lines += ["### Claims", "",
               f"{n_primary} primary claims (the plan's for `{task}`), then exploratory ones; Theorem 1 rows are "
@@ -295,7 +311,10 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
               markdown.table(["arm", "runs with a value", "final value", "final < 1", "final < 2",
                               "curvature steps < 1", "curvature steps < 2"], theory_rows), ""]
 
-    dose_lines, dose_files = dose_response.section(task, runs, out, draw, f"dose_response_{slug(task)}")
+    chance, margin = plan.chance(task), plan.margin(task)
+    dose_lines, dose_files = dose_response.section(
+        task, runs, out, draw, f"dose_response_{slug(task)}",
+        gate=lambda r: learning.learned(r, chance, margin) is not False and not cl.collapse(r))
     lines += dose_lines  # Theorem 1's dose-response (issue 23): only when runs vary 2/(|rho| eta)
 
     warned: dict[str, int] = {}
@@ -358,6 +377,9 @@ def plan_lines(plan: Plan, runs: list[Run]) -> list[str]:
     elif prov["preregistered"] is False:
         tail = (f"; post hoc: that commit does not precede the runs' code commit(s) {runs_c}, so the plan was "
                 "written after (or apart from) these runs.")
+        if prov.get("primary_unchanged"):
+            tail += (" Its primary claims are the ones the plan named at those commits (unchanged); what changed "
+                     "after the runs (gates, claim kinds, exploratory claims) is post hoc.")
     else:
         tail = f"; whether it precedes the runs' code ({runs_c}) is unknown."
     return [where + tail, ""]

@@ -1,7 +1,18 @@
 """Each kind of claim the plan can name, evaluated on one task's ok runs grouped by arm: the measure, the
 test (paired by seed where the plan says so and seeds pair), the effect size with its bootstrap CI, the
-equivalence check behind "absent", the learned gate of gap claims. Holm and the verdict come after
-(analysis.claim.decide), over every claim of a family.
+equivalence check behind "absent", the gates. Holm and the verdict come after (analysis.claim.decide), over
+every claim of a family.
+
+Gates. Learned counts run over every run of an arm (diverged, failed and capped runs did not learn); a gap
+claim on an arm where fewer than half learned is "not interpretable". A claim about the matched point (the
+final gap or λ1: every kind but λ1 at equal steps and the correlation) uses only the runs that reached their
+stop target, and its n says how many did not; when fewer than the plan's min_n runs (or pairs) are left, it
+reads "not interpretable".
+
+Theorem 1's prediction (lambda_follows_rho): λ1 ∝ 1/ρ̄ at the edge of stability, so the λ1 ratio of a rule
+to BPTT should equal the inverse ratio of their mean ρ. Per seed pair: log(λ1_a ρ̄_a) − log(λ1_b ρ̄_b) ≈ 0, a
+paired TOST within ×/÷ the plan's lambda_ratio; ρ̄ is the run's `rho_mean` (the mean ρ over the whole run,
+the one definition every Theorem 1 quantity here uses; 1 for BPTT).
 """
 from __future__ import annotations
 
@@ -13,7 +24,7 @@ from analysis import effects, equal_steps, learning, power
 from analysis.claim import Claim, fmt
 from analysis.hypothesis import NAMES, PAIRED, run_test, unpaired_version
 from analysis.load import Run
-from analysis.pairing import paired_values, unpaired_values
+from analysis.pairing import paired_values, seed_of, unpaired_values
 from analysis.plan import Plan, Spec
 
 MIN_N = 3
@@ -24,8 +35,10 @@ TEXT = {"gap_larger": "{arm}: larger gap than {against}",
         "lambda_higher": "{arm}: higher final λ1 than {against}",
         "lambda_higher_at_equal_steps": "{arm}: higher λ1 than {against} at equal steps",
         "lambda_equivalent": "{arm}: reproduces {against}'s final λ1",
+        "lambda_follows_rho": "{arm}: λ1 ratio to {against} equals their inverse ρ̄ ratio (Theorem 1)",
         "gap_lambda_correlation": "gap–λ1 correlation within {arm}"}
 GAP_KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent")
+AT_ANY_STEP = ("lambda_higher_at_equal_steps", "gap_lambda_correlation")  # the others: at the matched point
 
 
 def claim_text(spec: Spec) -> str:
@@ -35,6 +48,18 @@ def claim_text(spec: Spec) -> str:
 def log_lambda(run: Run) -> float | None:
     lam = run.value("lambda_max")
     return math.log(lam) if lam is not None and lam > 0 else None
+
+
+def log_lambda_rho(run: Run) -> float | None:
+    """log(λ1 · |ρ̄|): equal across rules when λ1 ∝ 1/ρ̄ (Theorem 1); None without both values."""
+    lam, rho = log_lambda(run), run.value("rho_mean")
+    return lam + math.log(abs(rho)) if lam is not None and rho else None
+
+
+def at_target(runs: list[Run]) -> tuple[list[Run], int]:
+    """(the runs that reached their stop target or had none, how many did not reach theirs)."""
+    kept = [r for r in runs if learning.reached_target(r) is not False]
+    return kept, len(runs) - len(kept)
 
 
 def score_cell(arms: list[tuple[str, list[Run]]], chance, margin) -> str:
@@ -59,8 +84,11 @@ def gate(arms: list[tuple[str, list[Run]]], chance, margin) -> str | None:
     return f"not interpretable ({'; '.join(failed)}: score ≤ chance {chance:g} + {margin:g})" if failed else None
 
 
-def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan: Plan) -> Claim:
-    """The claim `spec` on this task's groups, before Holm (p_holm and verdict unset)."""
+def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan: Plan,
+             everyone: dict[str, list[Run]] | None = None) -> Claim:
+    """The claim `spec` on this task's groups (ok runs by arm), before Holm (p_holm and verdict unset);
+    `everyone`: every run of each arm, whatever its status, for the learned counts (default: groups)."""
+    everyone = everyone if everyone is not None else groups
     c = Claim(claim=claim_text(spec), task=task, statistic="—", p=None, n="0", test=_test_label(spec.test, spec),
               primary=spec.primary, alpha=spec.alpha,
               family=f"{task}: {spec.family}" + ("" if spec.primary else " (exploratory)"),
@@ -76,25 +104,36 @@ def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan
     if not b:
         c.not_tested = f"no ok runs of arm {spec.against}"
         return c
-    arms = [(spec.arm, a), (spec.against, b)]
+    arms = [(spec.arm, everyone.get(spec.arm) or a), (spec.against, everyone.get(spec.against) or b)]
     is_gap = spec.claim in GAP_KINDS
     if is_gap:
         c.score = score_cell(arms, chance, margin)
         c.gate = gate(arms, chance, margin)
     # the measure, paired by seed where the plan says so and at least MIN_N seeds pair
     test, note, steps = spec.test, "", None
+    if spec.claim not in AT_ANY_STEP:  # at the matched point: only runs that reached it
+        (a, missed_a), (b, missed_b) = at_target(a), at_target(b)
+        missed = [f"{m} {name}" for m, name in ((missed_a, spec.arm), (missed_b, spec.against)) if m]
+        note = f"; {' and '.join(missed)} run(s) never reached the stop target, left out" if missed else ""
+        if missed and min(len(a), len(b)) < plan.min_n:
+            c.n = f"{len(a)} vs {len(b)} reached the target"
+            c.gate = c.verdict = (f"not interpretable (only {len(a)} {spec.arm} and {len(b)} {spec.against} runs "
+                                  f"reached the stop target; the plan's minimum is {plan.min_n})")
+            c.decision = "count"
+            return c
     if spec.claim == "lambda_higher_at_equal_steps":
-        x, y, steps, dropped = equal_steps.paired_log_lambda(a, b)
+        eq = equal_steps.paired_log_lambda(a, b)
+        x, y, steps = eq.x, eq.y, eq.steps
         paired = spec.pairing == "seed" and len(x) >= MIN_N
-        if dropped:
-            note = f"; {dropped} pair(s) without a λ1 after step 0 by their common step left out"
+        note = eq.note()
         if not paired:
             common = equal_steps.common_step(a + b)
             x = equal_steps.unpaired_log_lambda(a, common) if common else []
             y = equal_steps.unpaired_log_lambda(b, common) if common else []
             steps = [common] if common else []
     else:
-        get = (lambda r: r.value(gap)) if is_gap else log_lambda
+        get = (lambda r: r.value(gap)) if is_gap else log_lambda_rho if spec.claim == "lambda_follows_rho" \
+            else log_lambda
         x, y, _ = paired_values(a, b, get)
         paired = spec.pairing == "seed" and spec.test in PAIRED and len(x) >= MIN_N
         if not paired:
@@ -114,6 +153,8 @@ def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan
     eq_margin = math.log(plan.lambda_ratio) if not is_gap else plan.gap_margin(task)
     if spec.claim in ("gap_equivalent", "lambda_equivalent"):
         return _equivalence(c, spec, test, x, y, paired, eq_margin, is_gap, plan)
+    if spec.claim == "lambda_follows_rho":
+        return _follows_rho(c, test, a, b, x, y, paired, eq_margin, plan)
     if spec.claim == "gap_more_variable":
         res = run_test(test, x, y)
         eff = effects.var_ratio(x, y, paired)
@@ -149,7 +190,8 @@ def evaluate(spec: Spec, task: str, groups: dict[str, list[Run]], gap: str, plan
 
 
 def _test_label(test: str, spec: Spec) -> str:
-    on = " on log λ1" if spec.claim.startswith("lambda") and test in ("ttest_rel", "welch", "tost_paired",
+    on = " on log λ1·ρ̄" if spec.claim == "lambda_follows_rho" else \
+        " on log λ1" if spec.claim.startswith("lambda") and test in ("ttest_rel", "welch", "tost_paired",
                                                                       "tost_ind") else ""
     side = f", {spec.alternative}" if spec.alternative in ("greater", "less") and test not in (
         "brown_forsythe", "tost_paired", "tost_ind") else ""
@@ -170,6 +212,29 @@ def _equivalence(c: Claim, spec: Spec, test: str, x, y, paired: bool, margin, is
     c.p, c.decision = res.p, "equivalence"
     eff = effects.difference(x, y, paired) if is_gap else effects.ratio(x, y, paired)
     c.effect = _ci("Δgap" if is_gap else "λ1 ratio", eff)
+    return c
+
+
+def _follows_rho(c: Claim, test: str, a: list[Run], b: list[Run], x, y, paired: bool, margin: float,
+                 plan: Plan) -> Claim:
+    """TOST on log(λ1 ρ̄) (paired by seed): the observed λ1 ratio over the one 1/ρ̄ predicts, within ×/÷ the
+    plan's lambda_ratio. The statistic names both ratios (geometric means over the same runs)."""
+    res = run_test(test, x, y, margin=margin)
+    if paired:
+        _, _, seeds = paired_values(a, b, log_lambda_rho)
+        a, b = ([r for r in runs if seed_of(r) in seeds] for runs in (a, b))
+        lam = paired_values(a, b, log_lambda)
+        rho = paired_values(a, b, lambda r: math.log(abs(r.value("rho_mean"))))
+        observed = math.exp(float(np.mean(np.subtract(lam[0], lam[1]))))
+        predicted = math.exp(float(np.mean(np.subtract(rho[1], rho[0]))))
+    else:
+        observed = math.exp(float(np.mean([v for v in map(log_lambda, a) if v is not None]))
+                            - float(np.mean([v for v in map(log_lambda, b) if v is not None])))
+        predicted = float("nan")
+    c.statistic = (f"t = {fmt(res.statistic)}; margin ×/÷ {fmt(plan.lambda_ratio)}; λ1 ratio {fmt(observed)}, "
+                   f"1/ρ̄ ratio {fmt(predicted)}")
+    c.p, c.decision = res.p, "equivalence"
+    c.effect = _ci("observed / predicted", effects.ratio(x, y, paired))
     return c
 
 

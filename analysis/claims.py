@@ -150,11 +150,13 @@ def theorem1_claims(task: str, groups: dict[str, list[Run]]) -> list[Claim]:
     return out
 
 
-def task_claims(task: str, groups: dict[str, list[Run]], gap: str, plan: Plan | None = None) -> list[Claim]:
+def task_claims(task: str, groups: dict[str, list[Run]], gap: str, plan: Plan | None = None,
+                everyone: dict[str, list[Run]] | None = None) -> list[Claim]:
     """Every claim of the plan this task's ok runs (grouped by arm) can state, Holm-corrected within each
-    family, verdicts decided; then the Theorem 1 rows."""
+    family, verdicts decided; then the Theorem 1 rows. `everyone`: every run of each arm (any status), for
+    the learned counts."""
     plan = plan or load_plan()
-    out = [evaluate(spec, task, groups, gap, plan) for spec in plan.claims_for(task, list(groups))]
+    out = [evaluate(spec, task, groups, gap, plan, everyone) for spec in plan.claims_for(task, list(groups))]
     adjusted = adjust_by_family(out, lambda c: c.family, lambda c: None if c.not_tested else c.p)
     sizes: dict[str, int] = {}
     for i in adjusted:
@@ -187,14 +189,22 @@ def criteria(plan: Plan) -> list[str]:
         "“undetectable at this n”, with the smallest effect detectable with power 0.8 at α / family size "
         "(statsmodels t power from the observed SD; rank tests through the t approximation; variance by the F "
         "test; correlation by Fisher z).",
-        f"Learned: a run learned when its test score (accuracy; 1 − test_nmse for regression) > chance + "
-        f"{plan.learned_margin:g}; a gap claim on an arm where fewer than half the runs learned is "
-        "“not interpretable” whatever its p.",
+        f"Learned: a run learned when it ended ok, reached its stop target (when it had one) and its test score "
+        f"(accuracy; 1 − test_nmse for regression) > chance + {plan.learned_margin:g}; counted over every run of "
+        "the arm (diverged, failed and capped runs did not learn); a gap claim on an arm where fewer than half "
+        "the runs learned is “not interpretable” whatever its p.",
+        "Matched point: every claim on final values (all but λ1 at equal steps and the correlation) uses only "
+        "the runs that reached their stop target; its n says how many did not; with fewer than "
+        f"{plan.min_n} such runs on a side the claim is “not interpretable”.",
         "gap–λ1 correlation within an arm: Spearman r on (λ1, gap), two-sided permutation p (scipy "
         "permutation_test); held when r > 0 and p Holm < α, "
         "“against the claim” when r < 0 and p Holm < α.",
-        "λ1 at equal steps: each seed pair at the smaller of its two runs' last λ1 steps, each run's last λ1 at or "
-        "before it (after step 0); pairs without one are left out and counted.",
+        "λ1 at equal steps: each seed pair at the earlier of its two runs' stop steps; λ1 measured at exactly that "
+        "step in both runs where the records hold it (curvature.at_steps_from), else interpolated linearly in "
+        "log λ1 between the measurements around it (counted in n); pairs with neither are left out and counted.",
+        "Theorem 1's prediction (λ1 ratio equals the inverse ρ̄ ratio): paired TOST on log(λ1·|ρ̄|) within ×/÷ "
+        f"{plan.lambda_ratio:g}, ρ̄ the run's rho_mean (mean ρ over the whole run; 1 for BPTT); the statistic "
+        "gives the observed λ1 ratio and the ratio 1/ρ̄ predicts.",
         "Theorem 1: the run's last recorded theory_stability |ρ|ηλ1 at a curvature step; held when every run with "
         "a value (at least 3) ends below 2 (GD's classical ηλ1 < 2 bound); Theorem 1's own bound 1 beside it.",
     ]

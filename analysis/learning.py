@@ -1,9 +1,11 @@
-"""Did a run learn the task? A gap between a rule that learned and one that did not measures failure to
-learn, not generalization (SPEC section 5), so gap claims are gated on it.
+"""Did a run learn the task, and did it reach the matched point? A gap between a rule that learned and one
+that did not measures failure to learn, not generalization (SPEC section 5), so gap claims are gated on it.
 
 A run's test score: test accuracy (classification), 1 − test_nmse for regression (nmse = MSE / mean target²:
-predicting zero scores 0). It learned when its score > chance + margin (the plan's learned_margin, 0.15).
-An arm learned when at least half of its runs did; otherwise its gap claims are "not interpretable".
+predicting zero scores 0). It learned when it ended ok, reached its stop target (when it had one) and its
+score > chance + margin (the plan's learned_margin, 0.15). Counts run over *every* run of an arm: a diverged
+or failed run, and one capped at its step cap before the target, did not learn. An arm learned when at least
+half of its runs did; otherwise its gap claims are "not interpretable".
 """
 from __future__ import annotations
 
@@ -18,10 +20,24 @@ def test_score(run: Run) -> float | None:
     return None if nmse is None else 1.0 - nmse
 
 
+def reached_target(run: Run) -> bool | None:
+    """True when the run stopped at its stop target (the matched point), False when it had one and did not
+    reach it (capped at its step cap, diverged, failed), None when it had none (e.g. a control trained for a
+    set number of steps) or the record predates the field."""
+    if not isinstance(run.summary.get("stop_target"), dict) or "stopped_at" not in run.summary:
+        return None
+    return run.summary.get("stopped_at") is not None and run.ok
+
+
 def learned(run: Run, chance: float | None, margin: float) -> bool | None:
-    """True / False, or None when the chance level or the score is unknown."""
+    """True / False, or None when the chance level or (for a run that ended ok) the score is unknown, or the
+    run was interrupted (unfinished). Diverged, failed and capped runs did not learn."""
+    if chance is None or run.status == "interrupted":
+        return None
+    if not run.ok or reached_target(run) is False:
+        return False
     score = test_score(run)
-    if chance is None or score is None:
+    if score is None:
         return None
     return score > chance + margin
 

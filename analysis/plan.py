@@ -22,7 +22,7 @@ from analysis.hypothesis import TESTS
 
 DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "docs" / "study" / "plan.yaml"
 KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent", "lambda_higher", "lambda_higher_at_equal_steps",
-         "lambda_equivalent", "gap_lambda_correlation")
+         "lambda_equivalent", "lambda_follows_rho", "gap_lambda_correlation")
 # classification chance levels by task when the plan does not state one (1 / number of classes)
 KNOWN_CHANCE = {"dms": 0.5, "seqmnist": 0.1}
 
@@ -54,11 +54,13 @@ class Plan:
     alpha: float = 0.05
     learned_margin: float = 0.15
     lambda_ratio: float = 1.5
+    min_n: int = 3          # a claim whose gated runs (or pairs) fall below this reads "not interpretable"
     reference: str = "bptt"
     controls: list[str] = field(default_factory=list)
     tasks: dict = field(default_factory=dict)
     any_rule: list[dict] = field(default_factory=list)
     exploratory: list[dict] = field(default_factory=list)
+    rule_controls: list[dict] = field(default_factory=list)  # arm/against templates with {rule}
 
     def task(self, task: str) -> dict:
         return self.tasks.get(task) or {}
@@ -106,6 +108,11 @@ class Plan:
                 add(d, False, arm)
         for d in self.exploratory:
             add(d, False)
+        for rule in self.rules(arms):  # study.py's controls of a rule: bptt_matched_<rule>, ...
+            for d in self.rule_controls:
+                named = {**d, "arm": d["arm"].format(rule=rule), "against": str(d.get("against", "")).format(rule=rule)}
+                if named["arm"] in arms:
+                    add(named, False)
         return specs
 
     def _spec(self, d: dict, primary: bool, arm: str | None) -> Spec:
@@ -153,11 +160,15 @@ def load_plan(path: str | Path = DEFAULT_PLAN) -> Plan:
         _check_spec(d, "any_rule", False)
     for d in raw.get("exploratory") or []:
         _check_spec(d, "exploratory", True)
+    for d in raw.get("rule_controls") or []:
+        _check_spec(d, "rule_controls", True)
     return Plan(path=str(path), alpha=float(raw.get("alpha", 0.05)),
                 learned_margin=float(raw.get("learned_margin", 0.15)),
-                lambda_ratio=float(raw.get("lambda_ratio", 1.5)), reference=str(raw.get("reference", "bptt")),
+                lambda_ratio=float(raw.get("lambda_ratio", 1.5)), min_n=int(raw.get("min_n", 3)),
+                reference=str(raw.get("reference", "bptt")),
                 controls=[str(c) for c in raw.get("controls") or []], tasks=raw.get("tasks") or {},
-                any_rule=list(raw.get("any_rule") or []), exploratory=list(raw.get("exploratory") or []))
+                any_rule=list(raw.get("any_rule") or []), exploratory=list(raw.get("exploratory") or []),
+                rule_controls=list(raw.get("rule_controls") or []))
 
 
 # ------------------------------------------------------------------------------------------ provenance
@@ -182,6 +193,31 @@ def provenance(path: str | Path, run_commits: set[str]) -> dict:
                 ok = [_git(["merge-base", "--is-ancestor", commit, c], path.parent).returncode == 0
                       for c in sorted(run_commits)]
                 out["preregistered"] = all(ok)
+                if not all(ok):
+                    out["primary_unchanged"] = primary_unchanged(path, run_commits)
     except (OSError, subprocess.SubprocessError):
         pass
     return out
+
+
+def primary_claims(text: str) -> dict:
+    """{task: its primary claim list} of a plan file's text ({} when it cannot be read)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    return {k: (v or {}).get("primary") for k, v in tasks.items()} if isinstance(tasks, dict) else {}
+
+
+def primary_unchanged(path: Path, run_commits: set[str]) -> bool | None:
+    """True when the plan's primary claims equal those of the plan file as it stood at every run's commit
+    (the plan changed after the runs, its primary claims did not); None when a version cannot be read."""
+    now = primary_claims(path.read_text(encoding="utf-8"))
+    for c in sorted(run_commits):
+        shown = _git(["show", f"{c}:./{path.name}"], path.parent)
+        if shown.returncode != 0:
+            return None
+        if primary_claims(shown.stdout) != now:
+            return False
+    return bool(now)

@@ -221,7 +221,7 @@ def test_collapsed_runs_counted_and_bad_records_listed(tmp_path, capsys):
     assert "sweep/bad_list/summary.json" in unreadable
     assert "Collapsed runs are kept in every statistic" in text
     arms = text[text.index("### Per arm"):]
-    assert "| arm | n ok | train_acc | test_acc | shift_acc | learned | gap_acc |" in arms  # one run measured it
+    assert "| arm | n ok | train_acc | test_acc | shift_acc | learned (all runs) | gap_acc |" in arms  # one run measured it
     assert "| bptt | 4 | " in arms and " | 0.4 ± 0 (n=1) | " in arms
 
 

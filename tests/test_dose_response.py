@@ -1,6 +1,7 @@
 """analysis/dose_response.py: Theorem 1's dose-response fit (log lambda_1 on log 2/(|rho_bar| eta)) equals
-statsmodels' OLS on the same numbers, takes each run's point from one step, counts the runs at the edge, and
-report.py writes its table and figure."""
+statsmodels' OLS on the same numbers, its CI resamples seeds (runs sharing a seed are not independent), each
+run's point is its final λ1 with its whole-run mean ρ, gates drop runs that did not learn, and report.py
+writes its table and figure."""
 from __future__ import annotations
 
 import json
@@ -38,13 +39,16 @@ def write(root, summary, name):
     return read_run(str(d / "summary.json"))
 
 
-def grid(tmp_path, slope=0.8, noise=0.15):
+SEEDS = (100, 101, 102, 103, 104, 105)
+
+
+def grid(tmp_path, slope=0.8, noise=0.15, seeds=SEEDS):
     """Runs over rules x lr x seed whose log lambda_1 is slope * log 2/(|rho| eta) + c + noise (seeded)."""
     rng = np.random.default_rng(0)
     runs = []
     for rule, rho in (("bptt", 1.0), ("eprop", 0.3), ("rflo", 0.05)):
         for lr in (0.05, 0.1, 0.2):
-            for seed in (100, 101):
+            for seed in seeds:
                 pred = 2.0 / (rho * lr)
                 lam = math.exp(slope * math.log(pred) - 0.4 + noise * rng.standard_normal())
                 runs.append(write(tmp_path, record(rule, seed, lr, rho, lam), f"{rule}_{lr}_{seed}"))
@@ -58,33 +62,62 @@ def test_fit_equals_statsmodels_ols(tmp_path):
     x = np.log([2.0 / (abs(r.summary["rho_mean"]) * r.summary["lr"]) for r in runs])
     y = np.log([r.summary["lambda_max"] for r in runs])
     ols = sm.OLS(y, sm.add_constant(x)).fit()
-    low, high = ols.conf_int(0.05)[1]
-    assert f.n == len(runs) == 18
+    assert f.n == len(runs) == 54 and f.seeds == 6
     assert f.slope == pytest.approx(ols.params[1], rel=1e-10)
     assert f.intercept == pytest.approx(ols.params[0], rel=1e-10, abs=1e-12)
-    assert (f.ci_low, f.ci_high) == (pytest.approx(low, rel=1e-8), pytest.approx(high, rel=1e-8))
     assert f.r2 == pytest.approx(ols.rsquared, rel=1e-10)
-    assert f.ci_low < 0.8 < f.ci_high  # the slope the grid was made with
+    assert f.ci_low < f.slope < f.ci_high and abs(f.slope - 0.8) < 0.1  # near the slope the grid was made with
+    assert f.loo_low <= f.slope <= f.loo_high
 
 
-def test_point_comes_from_one_step_and_edge_is_counted(tmp_path):
+def test_the_ci_resamples_seeds_not_runs(tmp_path):
+    """Copies of every run under its own seed add no information: an interval over runs would shrink by
+    about sqrt(3) with three copies; the seed-cluster interval stays as wide (within bootstrap noise)."""
+    runs = grid(tmp_path / "once")
+    copies = [r for r in runs for _ in range(3)]
+    once, thrice = dr.fit([dr.dose_point(r) for r in runs]), dr.fit([dr.dose_point(r) for r in copies])
+    assert thrice.slope == pytest.approx(once.slope, rel=1e-9)
+    ratio = (thrice.ci_high - thrice.ci_low) / (once.ci_high - once.ci_low)
+    naive = lambda rs: sm.OLS(np.log([r.summary["lambda_max"] for r in rs]), sm.add_constant(np.log(  # noqa: E731
+        [2.0 / (r.summary["rho_mean"] * r.summary["lr"]) for r in rs]))).fit().bse[1]
+    assert naive(copies) / naive(runs) < 0.6 and 0.8 < ratio < 1.25
+
+
+def test_point_is_the_final_lambda_with_the_whole_run_rho_and_edge_is_counted(tmp_path):
     run = write(tmp_path, record("eprop", 100, 0.1, 0.5, lam_final=30.0), "a")
     p = dr.dose_point(run)
-    assert p.step == 1000 and p.lambda_1 == pytest.approx(30.0) and p.predicted == pytest.approx(2 / 0.05)
+    assert p.lambda_1 == pytest.approx(30.0) and p.predicted == pytest.approx(2 / 0.05)
     assert p.stability == pytest.approx(0.5 * 0.1 * 30.0) and p.at_edge  # 1.5 >= 1
     below = write(tmp_path, record("rflo", 100, 0.1, 0.05, lam_final=30.0), "b")
     assert dr.dose_point(below).stability == pytest.approx(0.15) and not dr.dose_point(below).at_edge
-    # the last step with both values: a bound after the last lambda is not paired with an older lambda
-    late = record("eprop", 100, 0.1, 0.5, lam_final=30.0)
-    late["history"]["theory_lambda_bound"].append([1100, 7.0])
-    assert dr.dose_point(write(tmp_path, late, "c")).step == 1000
-    # rho = 0 (bound inf) or no lambda: no point
-    none = record("eprop", 100, 0.1, 0.5, lam_final=30.0, extra_history={"theory_lambda_bound": [[1000, math.inf]]})
-    assert dr.dose_point(write(tmp_path, none, "d")) is None
-    assert dr.dose_point(write(tmp_path, record("eprop", 1, 0.1, 0.5, 30.0, extra_history={"lambda_max": []}),
-                               "e")) is None
+    # rho_mean, not the last curvature window's rho: a late window of rho 0.1 does not change the point
+    late = record("eprop", 100, 0.1, 0.5, lam_final=30.0, extra_history={"theory_lambda_bound": [[1000, 100.0]]})
+    assert dr.dose_point(write(tmp_path, late, "c")).predicted == pytest.approx(2 / 0.05)
+    zero = record("eprop", 100, 0.1, 0.5, lam_final=30.0)
+    zero["rho_mean"] = 0.0
+    assert dr.dose_point(write(tmp_path, zero, "d")) is None
+    nolam = record("eprop", 1, 0.1, 0.5, 30.0)
+    nolam["lambda_max"] = None
+    assert dr.dose_point(write(tmp_path, nolam, "e")) is None
     f = dr.fit([dr.dose_point(run), dr.dose_point(below)])
     assert f.n == 2 and f.n_edge == 1 and math.isnan(f.slope)  # too few for a fit: n/a, not a number
+
+
+def test_gated_fit_drops_runs_and_the_sensitivity_row_keeps_them(tmp_path):
+    """A dead run far off the line moves the ungated slope; the gate (here: test accuracy) drops it and the
+    sensitivity row shows both; per-rule rows fit each rule alone."""
+    runs = grid(tmp_path, noise=0.05)
+    dead = record("rflo", 100, 0.2, 0.05, lam_final=0.001)
+    dead["test_acc"] = 0.5
+    runs.append(write(tmp_path, dead, "dead"))
+    lines, _ = dr.section("dms", runs, tmp_path, draw_figure=False, gate=lambda r: r.value("test_acc") > 0.6)
+    text = "\n".join(lines)
+    gated = dr.fit([dr.dose_point(r) for r in runs[:-1]])
+    every = dr.fit([dr.dose_point(r) for r in runs])
+    assert abs(every.slope - gated.slope) > 0.05
+    assert f"| gated runs (learned, reached the target, not collapsed) | 54 | 6 | {gated.slope:.4g} |" in text
+    assert f"| sensitivity: every run with a point (1 more than gated) | 55 | 6 | {every.slope:.4g} |" in text
+    assert "| gated, eprop only | 18 | 6 |" in text and "selected on the outcome" in text
 
 
 def test_no_section_when_the_dose_does_not_vary(tmp_path):
@@ -99,7 +132,7 @@ def test_report_writes_the_table_and_the_figure(tmp_path):
     text = (out / "report.md").read_text()
     assert "Theorem 1 dose-response" in text
     f = dr.fit([dr.dose_point(read_run(str(p))) for p in sorted((tmp_path / "sweep").glob("*/summary.json"))])
-    row = next(line for line in text.splitlines() if line.startswith("| all runs |"))
-    assert f"| 18 | {f.slope:.4g} | [{f.ci_low:.4g}, {f.ci_high:.4g}] |" in row
-    assert f"{f.r2:.4g}" in row and f"{f.n_edge}/18" in row
+    row = next(line for line in text.splitlines() if line.startswith("| gated runs"))
+    assert f"| 54 | 6 | {f.slope:.4g} | [{f.ci_low:.4g}, {f.ci_high:.4g}] |" in row
+    assert f"{f.r2:.4g}" in row and f"{f.n_edge}/54" in row
     assert (out / "dose_response_dms.png").is_file() and (out / "dose_response_dms.pdf").is_file()

@@ -24,7 +24,8 @@ PLAN = load_plan()
 def record(rule: str, seed: int, gap: float, lam: float, test_acc: float = 0.9, task: str = "dms",
            lam_hist=None, study_arm: str | None = None) -> Run:
     cfg = {"rule": {"name": rule}, "task": {"name": task}, **({"study_arm": study_arm} if study_arm else {})}
-    summary = {"status": "ok", "rule": rule, "task": task, "seed": seed, "steps": 1000, "lr": 0.1,
+    steps = int(lam_hist[-1][0]) if lam_hist else 1000  # a run's last λ1 is at its last step
+    summary = {"status": "ok", "rule": rule, "task": task, "seed": seed, "steps": steps, "lr": 0.1,
                "train_acc": test_acc + gap, "test_acc": test_acc, "gap_acc": gap, "train_loss": 0.1,
                "test_loss": 0.1 + gap, "gap_loss": gap, "lambda_max": lam, "config": cfg,
                "history": {"lambda_max": lam_hist or [[0, 1.0], [500, lam / 2], [1000, lam]]}}
@@ -156,6 +157,48 @@ def test_lambda_at_equal_steps_uses_the_common_step():
     equal = find(claims, "eprop: higher λ1 than bptt at equal steps")
     assert final.verdict == "held"
     assert equal.not_tested is None and "at step 200" in equal.n and equal.effect.startswith("λ1 ratio 1 ")
+    assert "5 at exactly equal steps" in equal.n and "interpolated" not in equal.n
+
+
+def test_lambda_at_equal_steps_interpolates_in_log_lambda_where_a_record_lacks_the_step():
+    """A record without λ1 at its pair's common step (made before curvature.at_steps_from): the value is
+    interpolated linearly in log λ1 between the measurements around that step, and the row says so."""
+    from analysis import equal_steps
+    runs = []
+    for s in range(5):
+        runs.append(record("bptt", s, 0.1, 8.0, lam_hist=[[0, 1.0], [100, 4.0], [250, 8.0]]))
+        runs.append(record("eprop", s, 0.2, 80.0, lam_hist=[[0, 1.0], [200, 2.0], [300, 32.0], [900, 80.0]]))
+    groups = groups_of(runs)
+    eq = equal_steps.paired_log_lambda(groups["eprop"], groups["bptt"])
+    assert eq.steps == [250] * 5 and eq.interpolated == 5 and eq.exact == 0
+    assert np.exp(eq.x[0]) == pytest.approx(8.0)   # 2 -> 32 over 200..300: halfway in log is 8
+    claims = cl.task_claims("dms", groups, "gap_acc", PLAN)
+    assert "5 interpolated in log λ1" in find(claims, "eprop: higher λ1 than bptt at equal steps").n
+
+
+def test_matched_point_claims_use_runs_that_reached_the_target_and_learned_counts_every_run():
+    """A capped run (stop target never reached) is left out of matched-point claims and counted as not
+    learned; diverged runs count as not learned; too few runs at the target: not interpretable."""
+    runs = []
+    for s in range(6):
+        b = record("bptt", s, 0.02, 5.0 + s)
+        e = record("eprop", s, 0.05 + 0.01 * s, 10.0 + s)
+        for r in (b, e):
+            r.summary["stop_target"] = {"metric": "train/acc", "target": 0.9}
+            r.summary["stopped_at"] = 900
+        runs += [b, e]
+    for r in runs[1::2][2:]:   # eprop seeds 2-5 capped
+        r.summary["stopped_at"] = None
+    groups = groups_of(runs)
+    diverged = record("eprop", 6, 0.0, 1.0)
+    diverged.status, diverged.summary["status"] = "diverged", "diverged"
+    everyone = {"bptt": groups["bptt"], "eprop": groups["eprop"] + [diverged]}
+    claims = cl.task_claims("dms", groups, "gap_acc", PLAN, everyone)
+    gap = find(claims, "eprop: larger gap than bptt")
+    assert gap.verdict.startswith("not interpretable") and "only 2 eprop" in gap.verdict
+    assert "2/7" in gap.score  # learned over every run: 4 capped and 1 diverged did not
+    equal = find(claims, "eprop: higher λ1 than bptt at equal steps")  # not a matched-point claim
+    assert "6 pairs" in equal.n
 
 
 def test_smallest_detectable_effect_reference():
