@@ -155,14 +155,31 @@ def final_value(run: Run, key: str) -> float | None:
     return v
 
 
+def overshoot(run: Run) -> float | None:
+    """How far past its target the run's stop score is (>= 0 in the score's units): the record's
+    `stop_overshoot`, or for a record made before that field, its final training (or test) score against the
+    target it stopped at (the final evaluation is at the stop step). None without a reached target."""
+    value = run.value("stop_overshoot")
+    target = run.summary.get("stop_target")
+    if value is not None or not isinstance(target, dict) or run.value("stopped_at") is None:
+        return value
+    split, _, score = str(target.get("metric", "")).partition("/")
+    final, goal = run.value(f"{split}_{score}"), cl.number(target.get("target"))
+    if final is None or goal is None:
+        return None
+    return goal - final if score == "loss" else final - goal
+
+
 def overshoot_cell(runs: list[Run]) -> str:
-    """Mean ± std of how far past its target each run stopped (`stop_overshoot`), with the runs whose step
-    before the stop was checked and below (`stop_exact`); "—" when no record has the field (older ones)."""
-    values = [r.value("stop_overshoot") for r in runs if r.value("stop_overshoot") is not None]
+    """Mean ± std of how far past its target each run stopped (see overshoot), and in how many runs the step
+    before the stop was checked and below (`stop_exact`; "sparse checks" for records made before it)."""
+    values = [v for v in map(overshoot, runs) if v is not None]
     if not values:
         return "—"
-    exact = sum(r.summary.get("stop_exact") is True for r in runs)
-    return f"{markdown.stat_cell(describe(values), len(values))} ({exact}/{len(values)} exact)"
+    known = [r for r in runs if "stop_exact" in r.summary and overshoot(r) is not None]
+    exact = sum(r.summary.get("stop_exact") is True for r in known)
+    how = f"{exact}/{len(known)} exact" if known else "sparse checks"
+    return f"{markdown.stat_cell(describe(values), len(values))} ({how})"
 
 
 def arm_table(groups: dict[str, list[Run]], gap: str, plan: Plan, task: str,
@@ -248,8 +265,10 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
               "(diverged, failed and capped runs count as not learned); steps "
               "differ between arms when runs stop at a target; reached stop target (all runs): runs with "
               "`stopped_at` / runs with a `stop_target` (— when none has one); overshoot: how far past the "
-              "target the stop's score is (`stop_overshoot`), and in how many runs the step before the stop "
-              "was checked and below (— for records made before the exact stop).", "",
+              "target the stop's score is (`stop_overshoot`; for records made before it, the final training "
+              "score minus the target), and in how many runs the step before the stop was checked and below "
+              "(`stop_exact`; “sparse checks”: the record predates the exact stop and was checked every "
+              "`stop_check_every` steps).", "",
               markdown.table(header, rows), ""]
     lam_last = [r for r in runs if r.history("lambda_max")]
     off = [r for r in lam_last if r.history("lambda_max")[-1][0] != r.value("steps")]

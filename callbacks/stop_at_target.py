@@ -11,9 +11,9 @@ measurement callbacks run, so that when it stops at step k every measurement rec
 one. Scoring the set costs 0.3-13 training steps (docs/speed.md), so far from the target it checks every
 `stop_check_every` steps, and once the score is within a band of the target it checks after every step: the
 stop is then the first step at or past the target, and the step before it was checked and found below
-(`stop_exact` in the record). The band is `stop_margin` when given, else (and at least) twice the fastest
-progress over one sparse interval seen so far in the run, so a rule that gains 0.03 accuracy per 25 steps is
-watched every step from 0.06 below its target. A run whose score jumps from below the band past the target
+(`stop_exact` in the record). The band is `stop_margin` when given, else (and at least) twice the largest
+change of the score over one of the last four sparse intervals, so a rule whose accuracy moves 0.03 per 25
+steps is watched every step from 0.06 below its target. A run whose score jumps from below the band past the target
 between two sparse checks still stops there, and its record says `stop_exact: false` with the check before
 (`stop_previous_check`); `stop_check_every=1` checks every step from the start.
 
@@ -80,7 +80,8 @@ class StopAtTarget(Timed, pl.Callback):
     """Stops at the first step whose score reaches the target: sparse checks every `check_every` steps far
     from it, a check after every step once the score is within `margin` of it (see the module docstring)."""
 
-    SAFETY = 2.0  # the automatic band: twice the fastest progress seen over one sparse interval
+    SAFETY = 2.0  # the automatic band: twice the largest change over one of the RECENT last sparse intervals
+    RECENT = 4
 
     def __init__(self, key: str, target: float, check_every: int = 10, margin: float | None = None):
         if key not in TARGETS:
@@ -92,7 +93,8 @@ class StopAtTarget(Timed, pl.Callback):
         self.stop_score: float | None = None
         self.last_check: tuple[int, float] | None = None   # (step, score) of the latest check below target
         self.previous_check: tuple[int, float] | None = None  # the check before the stop (kept for the record)
-        self.fastest = 0.0   # the largest progress per step seen between two checks (towards the target)
+        self.last_sparse: tuple[int, float] | None = None  # the latest check on a multiple of check_every
+        self.changes: list[float] = []  # |score change| over each of the last RECENT sparse intervals
         self.checks = 0
 
     @classmethod
@@ -122,9 +124,10 @@ class StopAtTarget(Timed, pl.Callback):
         return self.direction * (self.target - value)
 
     def band(self) -> float:
-        """Within this distance of the target every step is checked: the stated margin, or SAFETY sparse
-        intervals at the fastest progress per step seen so far (whichever is larger)."""
-        automatic = self.SAFETY * self.fastest * self.check_every
+        """Within this distance of the target every step is checked: the stated margin, or SAFETY times the
+        largest change of the score over one of the last RECENT sparse intervals (whichever is larger). Recent,
+        not the run's fastest: early training moves fastest and would make every later step a check."""
+        automatic = self.SAFETY * max(self.changes, default=0.0)
         return max(automatic, self.margin or 0.0)
 
     def dense(self) -> bool:
@@ -139,9 +142,10 @@ class StopAtTarget(Timed, pl.Callback):
         if self.reached(value):
             self.stopped_at, self.stop_score, self.previous_check = step, value, self.last_check
             return True
-        if self.last_check is not None and step - self.last_check[0] >= self.check_every:  # sparse only:
-            rate = (self.distance(self.last_check[1]) - self.distance(value)) / (step - self.last_check[0])
-            self.fastest = max(self.fastest, rate)  # one step's change is noise, not a pace
+        if step % self.check_every == 0:  # one step's change is noise, not a pace: sparse intervals only
+            if self.last_sparse is not None:
+                self.changes = (self.changes + [abs(value - self.last_sparse[1])])[-self.RECENT:]
+            self.last_sparse = (step, value)
         self.last_check = (step, value)
         return False
 
@@ -176,7 +180,7 @@ class StopAtTarget(Timed, pl.Callback):
     def state_dict(self) -> dict:
         return {"stopped_at": self.stopped_at, "target": self.target, "seconds": self.seconds,
                 "stop_score": self.stop_score, "last_check": self.last_check, "previous_check": self.previous_check,
-                "fastest": self.fastest, "checks": self.checks}
+                "last_sparse": self.last_sparse, "changes": self.changes, "checks": self.checks}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stopped_at = state_dict.get("stopped_at")
@@ -186,5 +190,7 @@ class StopAtTarget(Timed, pl.Callback):
         last, previous = state_dict.get("last_check"), state_dict.get("previous_check")
         self.last_check = (int(last[0]), float(last[1])) if last is not None else None
         self.previous_check = (int(previous[0]), float(previous[1])) if previous is not None else None
-        self.fastest = float(state_dict.get("fastest", 0.0))
+        sparse = state_dict.get("last_sparse")
+        self.last_sparse = (int(sparse[0]), float(sparse[1])) if sparse is not None else None
+        self.changes = [float(v) for v in state_dict.get("changes", [])]
         self.checks = int(state_dict.get("checks", 0))

@@ -48,7 +48,7 @@ def test_the_stop_is_the_first_step_reaching_the_target_with_sparse_checks(tmp_p
 def test_a_jump_over_the_band_is_recorded_as_not_exact():
     """Between two sparse checks a score may pass the band and the target at once: the record says so."""
     stop = StopAtTarget("stop_at_train_acc", 0.9, check_every=10)
-    assert not stop.check(10, 0.5) and not stop.check(20, 0.55)   # 0.005 per step: band 0.1
+    assert not stop.check(10, 0.5) and not stop.check(20, 0.55)   # 0.05 per interval: band 0.1
     assert not stop.dense()
     assert stop.check(30, 0.95)
     assert stop.summary()["stop_exact"] is False and stop.summary()["stop_previous_check"] == [20, 0.55]
@@ -59,13 +59,16 @@ def test_a_jump_over_the_band_is_recorded_as_not_exact():
     assert loss.summary()["stop_exact"] is True and loss.summary()["stop_overshoot"] == pytest.approx(0.02)
 
 
-def test_the_band_follows_the_pace_and_resumes_with_its_state():
+def test_the_band_follows_the_recent_pace_and_resumes_with_its_state():
     stop = StopAtTarget("stop_at_train_acc", 0.9, check_every=10)
     stop.check(10, 0.5)
-    stop.check(20, 0.7)                # 0.02 per step: band = 2 × 0.02 × 10 = 0.4 -> 0.7 is within it
+    stop.check(20, 0.7)                # 0.2 per interval: band = 2 × 0.2 = 0.4 -> 0.7 is within it
     assert stop.band() == pytest.approx(0.4) and stop.dense() and stop.due(21)
     stop.check(21, 0.9 - 0.5)          # one step's change never sets the pace
-    assert stop.fastest == pytest.approx(0.02)
+    assert stop.changes == [pytest.approx(0.2)]
+    for k, v in enumerate([0.41, 0.42, 0.43, 0.44, 0.45], start=3):  # slow intervals: the early pace is forgotten
+        stop.check(10 * k, v)
+    assert stop.band() == pytest.approx(0.02) and not stop.dense()
     resumed = StopAtTarget("stop_at_train_acc", 0.9, check_every=10)
     resumed.load_state_dict(stop.state_dict())
     assert resumed.summary() == stop.summary() and resumed.band() == stop.band()

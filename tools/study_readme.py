@@ -6,6 +6,8 @@ sentences can never say more (or other) than the study computed:
     <!-- generated: runs -->          runs per records folder, their statuses, and the sweeps' wall time
     <!-- generated: section <folder> <heading> --> the table of that report section (its lines starting "|")
     <!-- generated: rows <folder> <text> -->       the rows of that report's tables that contain <text>
+    <!-- generated: say <folder> <claim>|<claim>|... -->  one sentence per named claim row of that report,
+                                      in the row's own words: verdict, effect with its CI, p Holm, test, n
     ...
     <!-- end generated -->
 
@@ -51,6 +53,38 @@ def claims() -> list[str]:
     out = []
     for task in [t for t in ORDER if (STUDY / t / "report.md").is_file()]:
         out += [line for line in section(report(task), "In plain words") if line.startswith("- On ")]
+    return out
+
+
+def claim_table(folder: str) -> list[dict]:
+    """The claims table rows of a report, as {header cell: value}."""
+    lines = report(folder).splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| claim | kind |")), None)
+    if start is None:
+        return []
+    split = lambda line: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # noqa: E731
+    header = split(lines[start])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, split(line))))
+    return rows
+
+
+def say(folder: str, claims_text: str) -> list[str]:
+    """One sentence per claim named (separated by |), from its row in <folder>/report.md: nothing the row
+    does not say. A claim the report does not hold is an error (the README names a row that is not there)."""
+    rows = {r["claim"]: r for r in claim_table(folder)}
+    task = folder.split("-")[0]
+    out = []
+    for claim in [c.strip() for c in claims_text.split("|") if c.strip()]:
+        if claim not in rows:
+            raise ValueError(f"docs/study/{folder}/report.md has no claim row '{claim}'")
+        r = rows[claim]
+        effect = "" if r["effect [95% CI]"] in ("—", "") else f" — {r['effect [95% CI]']}"
+        detail = "" if r["p Holm"] in ("n/a", "") else f", p Holm = {r['p Holm']}"
+        out.append(f"- On {task} ({r['kind']}), “{claim}”: {r['verdict']}{effect}{detail} ({r['test']}; n: {r['n']}).")
     return out
 
 
@@ -103,6 +137,9 @@ def generate(what: str) -> list[str]:
     if kind == "section":
         folder, _, heading = arg.partition(" ")
         return [line for line in section(report(folder), heading) if line.startswith("|")]
+    if kind == "say":
+        folder, _, text = arg.partition(" ")
+        return say(folder, text)
     if kind == "rows":
         folder, _, text = arg.partition(" ")
         lines = report(folder).splitlines()
@@ -110,7 +147,7 @@ def generate(what: str) -> list[str]:
         rows = [line for line in lines if line.startswith("|") and text in line]
         return ([lines[header], lines[header + 1]] if header is not None else []) + rows
     raise ValueError(f"unknown generated block '{what}'; choose one of: claims, arms <folder>, runs, "
-                     "section <folder> <heading>, rows <folder> <text>")
+                     "section <folder> <heading>, rows <folder> <text>, say <folder> <claim>|<claim>...")
 
 
 def render(text: str) -> str:
