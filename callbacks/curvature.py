@@ -19,7 +19,8 @@ training: no .grad, no mode switch, no global RNG.
 
 `at_steps_from=<glob>` adds the steps at which the named runs stopped (their records' `steps`, read when the
 run is built, waiting `at_steps_wait_s` for them): a rule's run then holds λ1 at exactly the step where its
-seed's BPTT run stopped, so "λ1 at equal steps" compares equal steps.
+seed's BPTT run stopped, so "λ1 at equal steps" compares equal steps. A glob that names no directory (a run
+outside a study sweep, or a sweep without a BPTT arm) adds nothing, with one warning line.
 """
 from __future__ import annotations
 
@@ -74,7 +75,10 @@ class Curvature(HistoryCallback):
         pattern = c.get("at_steps_from")
         if not pattern:
             return []
-        return stop_steps(pattern, "curvature.at_steps_from", c.get("at_steps_wait_s") or 0.0)
+        steps = stop_steps(pattern, "curvature.at_steps_from", c.get("at_steps_wait_s") or 0.0)
+        if not steps:
+            log.warning("curvature.at_steps_from=%s names no run directory: λ1 at this run's own steps only", pattern)
+        return steps
 
     def due(self, step: int, max_steps: int) -> bool:
         return super().due(step, max_steps) or (step in self.at_steps and step not in self.measured_steps)

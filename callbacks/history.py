@@ -46,6 +46,8 @@ class HistoryCallback(Timed, pl.Callback):
             self.run(trainer, pl_module, batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if getattr(trainer, "rulescape_rewind", False):
+            return  # the stop goes back to its last check and trains this step again (stop_at_target.py)
         self.stopping = bool(trainer.should_stop)  # an early stop makes this step the final one
         if self.phase == "after":
             self.run(trainer, pl_module, batch)

@@ -27,6 +27,7 @@ class RunRecord(pl.Callback):
         self.earlier_loop_s = 0.0  # training-loop time before the checkpoint it resumed
         self.written_status: str | None = None
         self.error: str | None = None
+        self.replaying = False  # the stop's replay restores this process's own checkpoint: keep the clocks
 
     def wall_time_s(self) -> float:
         return self.earlier_wall_s + time.time() - self.start
@@ -38,6 +39,9 @@ class RunRecord(pl.Callback):
         return {"wall_time_s": self.wall_time_s(), "loop_s": self.loop_s()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if self.replaying:  # the times so far are this process's own, the replayed steps included
+            self.replaying = False
+            return
         self.earlier_wall_s = float(state_dict.get("wall_time_s", 0.0))
         self.earlier_loop_s = float(state_dict.get("loop_s", 0.0))
 
@@ -74,6 +78,9 @@ class RunRecord(pl.Callback):
                 run.save(str(self.out_dir / "summary.json"), base_path=str(self.out_dir), policy="now")
 
     def on_train_end(self, trainer, pl_module):
+        if getattr(trainer, "rulescape_rewind", False):  # not the end: the stop trains its last interval again
+            self.earlier_loop_s, self.loop_start, self.replaying = self.loop_s(), None, True
+            return
         self.write(trainer, pl_module, "ok")
 
     def on_exception(self, trainer, pl_module, exception):

@@ -8,20 +8,22 @@
 
 The one callback that steers training, and only when asked for. It scores the whole set itself, before the
 measurement callbacks run, so that when it stops at step k every measurement records step k as the final
-one. Scoring the set costs 0.3-13 training steps (docs/speed.md), so far from the target it checks every
-`stop_check_every` steps, and once the score is within a band of the target it checks after every step: the
-stop is then the first step at or past the target, and the step before it was checked and found below
-(`stop_exact` in the record). The band is `stop_margin` when given, else (and at least) twice the largest
-change of the score over one of the last four sparse intervals, so a rule whose accuracy moves 0.03 per 25
-steps is watched every step from 0.06 below its target. A run whose score jumps from below the band past the target
-between two sparse checks still stops there, and its record says `stop_exact: false` with the check before
-(`stop_previous_check`); `stop_check_every=1` checks every step from the start.
+one. Scoring the set costs up to ~13 training steps (seqMNIST's 4,000 images), so it checks every
+`stop_check_every` steps and keeps the state of the last check below the target (`checkpoints/
+stop_window.ckpt`, written after that step's measurements). When a check finds the target reached and the
+check before was more than one step earlier, the run goes back to that state and trains the steps between
+again — a resume is exact, so they are the same steps — checking after every one: it stops at the first step
+at or past the target since the last check below it, and the step before was checked and found below
+(`stop_exact` in the record). That costs at most `stop_check_every` steps and checks once per run. Runs on
+several devices (DDP) do not go back: they stop at the check, with `stop_exact: false` unless
+`stop_check_every=1`. A score that touches the target between two checks and falls back below it is not
+seen by any check; `stop_check_every=1` checks every step.
 
 The record (summary.json) gets `stop_target` {metric, target}, `stopped_at` (null: the step cap came first),
 `stop_score`, `stop_overshoot` (how far past the target, >= 0, in the score's units), `stop_exact`,
-`stop_previous_check` [step, score] and `stop_checks`. A target given as `<key>_from=<glob>` is the mean of
-that score over the finished runs the glob names (waiting `stop_wait_s` for them), e.g. BPTT stopped at the
-mean final test accuracy of the bio rules' runs of the same sweep.
+`stop_previous_check` [step, score], `stop_checks` and `stop_replayed_steps`. A target given as
+`<key>_from=<glob>` is the mean of that score over the finished runs the glob names (waiting `stop_wait_s`
+for them), e.g. BPTT stopped at the mean final test accuracy of the bio rules' runs of the same sweep.
 """
 from __future__ import annotations
 
@@ -77,28 +79,28 @@ def requested_targets(cfg) -> list[str]:
 
 
 class StopAtTarget(Timed, pl.Callback):
-    """Stops at the first step whose score reaches the target: sparse checks every `check_every` steps far
-    from it, a check after every step once the score is within `margin` of it (see the module docstring)."""
+    """Stops at the first step whose score reaches the target (module docstring): sparse checks, then the
+    last interval trained again step by step from the last check below the target."""
 
-    SAFETY = 2.0  # the automatic band: twice the largest change over one of the RECENT last sparse intervals
-    RECENT = 4
-
-    def __init__(self, key: str, target: float, check_every: int = 10, margin: float | None = None):
+    def __init__(self, key: str, target: float, check_every: int = 10, window: str | Path | None = None):
         if key not in TARGETS:
             raise ValueError(f"unknown stop target {key!r}; choose one of: {', '.join(TARGETS)}")
         self.key, self.target, self.check_every = key, float(target), max(int(check_every), 1)
-        self.margin = None if margin is None else float(margin)
         self.split, self.score, self.direction = TARGETS[key]
+        self.window = Path(window) if window is not None else None  # where the last check below is kept
         self.stopped_at: int | None = None
         self.stop_score: float | None = None
         self.last_check: tuple[int, float] | None = None   # (step, score) of the latest check below target
-        self.previous_check: tuple[int, float] | None = None  # the check before the stop (kept for the record)
-        self.last_sparse: tuple[int, float] | None = None  # the latest check on a multiple of check_every
-        self.changes: list[float] = []  # |score change| over each of the last RECENT sparse intervals
+        self.previous_check: tuple[int, float] | None = None  # the check before the stop (for the record)
         self.checks = 0
+        # not checkpointed: they steer the replay of one interval within this process
+        self.save_window = False        # the state after this step is the window to go back to
+        self.rewind_from: int | None = None  # go back to the window (the check at this step) and replay
+        self.replay_until: int | None = None  # while replaying, check every step up to here
+        self.replayed_steps = 0
 
     @classmethod
-    def from_config(cls, cfg) -> "StopAtTarget | None":
+    def from_config(cls, cfg, window: str | Path | None = None) -> "StopAtTarget | None":
         """The stop callback the config asks for (at most one target), or None."""
         asked = requested_targets(cfg)
         if not asked:
@@ -110,7 +112,7 @@ class StopAtTarget(Timed, pl.Callback):
         if target is None:
             split, score, _ = TARGETS[key]
             target = mean_of_runs(cfg.get(f"{key}_from"), f"{split}_{score}", cfg.get("stop_wait_s", 0.0))
-        return cls(key, target, cfg.get("stop_check_every", 10), cfg.get("stop_margin"))
+        return cls(key, target, cfg.get("stop_check_every", 10), window)
 
     @property
     def metric(self) -> str:
@@ -123,18 +125,8 @@ class StopAtTarget(Timed, pl.Callback):
         """How far the score still is from the target (> 0 below it)."""
         return self.direction * (self.target - value)
 
-    def band(self) -> float:
-        """Within this distance of the target every step is checked: the stated margin, or SAFETY times the
-        largest change of the score over one of the last RECENT sparse intervals (whichever is larger). Recent,
-        not the run's fastest: early training moves fastest and would make every later step a check."""
-        automatic = self.SAFETY * max(self.changes, default=0.0)
-        return max(automatic, self.margin or 0.0)
-
-    def dense(self) -> bool:
-        return self.last_check is not None and self.distance(self.last_check[1]) <= self.band()
-
     def due(self, step: int) -> bool:
-        return step % self.check_every == 0 or self.dense()
+        return step % self.check_every == 0 or (self.replay_until is not None and step <= self.replay_until)
 
     def check(self, step: int, value: float) -> bool:
         """Record the check of `step`; True when the target is reached there."""
@@ -142,45 +134,58 @@ class StopAtTarget(Timed, pl.Callback):
         if self.reached(value):
             self.stopped_at, self.stop_score, self.previous_check = step, value, self.last_check
             return True
-        if step % self.check_every == 0:  # one step's change is noise, not a pace: sparse intervals only
-            if self.last_sparse is not None:
-                self.changes = (self.changes + [abs(value - self.last_sparse[1])])[-self.RECENT:]
-            self.last_sparse = (step, value)
         self.last_check = (step, value)
         return False
 
+    def can_go_back(self, trainer) -> bool:
+        """The window exists and this run may replay from it (one process: DDP ranks would have to agree)."""
+        return (self.window is not None and self.window.is_file() and trainer.world_size == 1
+                and self.last_check is not None)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step  # the weights after step `step`
+        self.save_window = False
         if self.stopped_at is not None or not self.due(step):
             return
         dm, net = trainer.datamodule, pl_module.net
         with self.timed():
             value = evaluate(net, dm.train_set if self.split == "train" else dm.test_set, dm.loss)[self.score]
-        if self.check(step, value):
-            trainer.should_stop = True
+        if not self.check(step, value):
+            self.save_window = self.replay_until is None and self.window is not None and trainer.world_size == 1
+            return
+        gap = step - self.previous_check[0] if self.previous_check is not None else None
+        if gap is not None and gap > 1 and self.replay_until is None and self.can_go_back(trainer):
+            # the first step at or past the target lies in (previous check, step]: train them again, checking each
+            self.rewind_from, self.replay_until, self.replayed_steps = self.previous_check[0], step, gap
+            self.stopped_at = self.stop_score = self.previous_check = None
+            trainer.rulescape_rewind = True  # the measurements and the record skip this step (history.py)
+        trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module):
+        if self.rewind_from is None:  # the run's real end: the window is not needed any more
+            self.replay_until = None
+            if self.window is not None and trainer.is_global_zero:
+                self.window.unlink(missing_ok=True)
 
     @property
     def exact(self) -> bool | None:
-        """The stop is provably the first step at or past the target: the step before it was checked and
-        was below. None while the run has not stopped at the target."""
+        """The step before the stop was checked and was below the target. None while not stopped there."""
         if self.stopped_at is None:
             return None
         return self.previous_check is not None and self.previous_check[0] == self.stopped_at - 1
 
     def summary(self) -> dict:
-        """What the run record says about the stop: the target, the step it was reached (None: never, the
-        run ran to its step cap), the score there and its overshoot past the target (>= 0, in the score's
-        units), whether the step before was checked and below (exact), and the check before the stop."""
+        """What the run record says about the stop (module docstring)."""
         overshoot = None if self.stop_score is None else -self.distance(self.stop_score)
         return {"stop_target": {"metric": self.metric, "target": self.target},
                 "stopped_at": self.stopped_at, "stop_score": self.stop_score, "stop_overshoot": overshoot,
                 "stop_exact": self.exact, "stop_previous_check": list(self.previous_check) if self.previous_check
-                else None, "stop_checks": self.checks}
+                else None, "stop_checks": self.checks, "stop_replayed_steps": self.replayed_steps}
 
     def state_dict(self) -> dict:
         return {"stopped_at": self.stopped_at, "target": self.target, "seconds": self.seconds,
                 "stop_score": self.stop_score, "last_check": self.last_check, "previous_check": self.previous_check,
-                "last_sparse": self.last_sparse, "changes": self.changes, "checks": self.checks}
+                "checks": self.checks}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stopped_at = state_dict.get("stopped_at")
@@ -190,7 +195,18 @@ class StopAtTarget(Timed, pl.Callback):
         last, previous = state_dict.get("last_check"), state_dict.get("previous_check")
         self.last_check = (int(last[0]), float(last[1])) if last is not None else None
         self.previous_check = (int(previous[0]), float(previous[1])) if previous is not None else None
-        sparse = state_dict.get("last_sparse")
-        self.last_sparse = (int(sparse[0]), float(sparse[1])) if sparse is not None else None
-        self.changes = [float(v) for v in state_dict.get("changes", [])]
-        self.checks = int(state_dict.get("checks", 0))
+        self.checks = int(state_dict.get("checks", self.checks))
+
+
+class StopWindow(pl.Callback):
+    """Writes the stop's window checkpoint after every callback has handled the step (placed last among the
+    callbacks that measure, like ModelCheckpoint), so that going back to it replays nothing twice."""
+
+    def __init__(self, stop: StopAtTarget):
+        self.stop = stop
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.stop.save_window and self.stop.window is not None:
+            self.stop.window.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(self.stop.window), weights_only=False)
+            self.stop.save_window = False

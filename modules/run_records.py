@@ -80,8 +80,12 @@ def value_at(steps: list[int], values: list[float], step: int) -> float:
 def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
     """The steps at which the runs that `pattern` names (globs, separated by commas) stopped: each finished
     record's `steps`, sorted, once each. Waits up to wait_s seconds until every matching directory holds a
-    finished record (a study's rule arm waits for its seed's BPTT run). `option` names the config key in the
+    finished record (a study's rule arm waits for its seed's BPTT run, whose directory exists once that job
+    started: the study's sweeps run BPTT first). [] when the pattern names no directory at all (a run outside
+    such a sweep, or a sweep without that arm): the caller says so. `option` names the config key in the
     one-line errors."""
+    if not run_dirs(str(pattern).split(",")):
+        return []
     seen = {"finished": 0, "dirs": 0}
 
     def all_finished() -> list[dict] | None:
@@ -102,8 +106,6 @@ def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
 
     records = wait_for(all_finished, wait_s)
     if records is None:
-        if not seen["dirs"]:
-            raise ValueError(f"{option}={pattern!r} names no run directory")
         raise ValueError(f"{option}={pattern!r}: {seen['finished']} of {seen['dirs']} runs finished "
                          f"(waited {float(wait_s):g} s)")
     steps = set()

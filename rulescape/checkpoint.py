@@ -33,7 +33,7 @@ RESUME_MAY_CHANGE = ("ckpt_path", "trainer", "eval_every", "checkpoint_every", "
                      "callbacks", "curvature", "alignment", "stop_at_test_acc", "stop_at_train_acc",
                      "stop_at_train_loss", "stop_at_test_loss", "stop_at_train_acc_from",
                      "stop_at_train_loss_from", "stop_at_test_acc_from", "stop_at_test_loss_from",
-                     "stop_check_every", "stop_margin", "stop_wait_s", "stop_at_step_wait_s", "study_arm",
+                     "stop_check_every", "stop_wait_s", "stop_at_step_wait_s", "study_arm",
                      "task.eval_every", "task.curvature_every", "task.alignment_every")  # the task's cadences
 
 

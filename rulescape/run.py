@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from callbacks import CALLBACKS
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
-from callbacks.stop_at_target import StopAtTarget
+from callbacks.stop_at_target import StopAtTarget, StopWindow
 from callbacks.run_record import RunRecord, build_summary, write_summary
 from datamodules import build_datamodule
 from modules.lit_module import Diverged, RuleModule, build_optimizer
@@ -95,9 +95,9 @@ def build_module(cfg: DictConfig, dm) -> RuleModule:
 
 def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     measurements = [CALLBACKS[name].from_config(cfg) for name in cfg.callbacks.enabled]
-    stop = StopAtTarget.from_config(cfg)
-    if stop is not None:  # before the measurements: they then record its stopping step as the final one
-        measurements.insert(0, stop)
+    stop = StopAtTarget.from_config(cfg, window=out_dir / "checkpoints" / "stop_window.ckpt")
+    if stop is not None:  # before the measurements: they then record its stopping step as the final one;
+        measurements = [stop, *measurements, StopWindow(stop)]  # its window is saved after them
     last = out_dir / "checkpoints" / "last.ckpt"
     # no version counter: a run resumed into its own directory keeps updating last.ckpt
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
@@ -235,10 +235,12 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         callbacks = [*build_callbacks(cfg, out_dir), record]
         with building(f"logger {cfg.logger.name}"):
             loggers = build_loggers(cfg, out_dir, run_name(cfg), resume=cfg.ckpt_path is not None)
+        def new_trainer() -> pl.Trainer:
+            return pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks,
+                              logger=loggers or False, default_root_dir=str(out_dir),
+                              plugins=[SafeCheckpointIO()], use_distributed_sampler=False, max_epochs=-1)
         with building("trainer"):
-            trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=callbacks,
-                                 logger=loggers or False, default_root_dir=str(out_dir),
-                                 plugins=[SafeCheckpointIO()], use_distributed_sampler=False, max_epochs=-1)
+            trainer = new_trainer()
     except (ConfigError, ValueError, OmegaConfBaseException) as err:
         close_loggers()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__  # one line, always
@@ -250,6 +252,13 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
         os.environ[RANK0_ENV] = str(os.getpid())
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)  # SafeCheckpointIO
+        stop = next((cb for cb in callbacks if isinstance(cb, StopAtTarget)), None)
+        if stop is not None and stop.rewind_from is not None:
+            # the target was passed between two checks: train that interval again from the last check below
+            # it, checking every step (a resume is exact, so these are the same steps); one replay per run
+            stop.rewind_from = None
+            trainer = new_trainer()
+            trainer.fit(module, datamodule=dm, ckpt_path=str(stop.window), weights_only=True)
     except Diverged as err:
         end_progress_line(cfg)
         log.warning(str(err))

@@ -287,7 +287,6 @@ class RunConfig:
     stop_at_test_acc_from: Optional[str] = key(None, path=True)
     stop_at_test_loss_from: Optional[str] = key(None, path=True)
     stop_check_every: int = key(10, COUNT)
-    stop_margin: Optional[float] = key(None, NONNEGATIVE)
     stop_wait_s: float = key(0.0, NONNEGATIVE)
     stop_at_step_from: Optional[str] = key(None, path=True)
     stop_at_step_wait_s: float = key(0.0, NONNEGATIVE)

@@ -33,7 +33,8 @@ def test_mdgl_differs_from_eprop_at_the_study_configuration(task):
     """On the study's Dale's-law network MDGL's W_h update differs from e-prop's by >= 5% at initialisation
     (without Dale's law the type-averaged weights are ~0 and it would be e-prop; the rule then warns, as on
     the seqmnist study's network: test_mdgl_warns_once_when_its_cell_types_carry_nothing)."""
-    cfg = compose_config([f"experiment=study_{task}", "arm=mdgl", "task.train_size=256", "task.test_size=64"])
+    cfg = compose_config([f"experiment=study_{task}", "rule=mdgl", "study_arm=mdgl", "task.train_size=256",
+                          "task.test_size=64"])  # arm=mdgl but outside a sweep (the arm pairs with its BPTT run)
     assert cfg.model.dale is True
     pl.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha", "study"))
