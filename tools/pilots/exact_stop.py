@@ -12,8 +12,9 @@ from pathlib import Path
 
 
 def main(root: str) -> None:
-    print("| run | target | stopped at | score | overshoot | exact | checks | check s | loop s | share |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | target | stopped at | score | overshoot | exact | checks | replayed steps | check s | loop s | "
+          "checks' share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted(Path(root).glob("*/summary.json")):
         r = json.loads(path.read_text())
         t = r.get("timing") or {}
@@ -22,9 +23,11 @@ def main(root: str) -> None:
         share = f"{check_s / loop_s:.1%}" if check_s is not None and loop_s else "n/a"
         target = (r.get("stop_target") or {}).get("target")
         over = r.get("stop_overshoot")
-        print(f"| {path.parent.name} | {target} | {r.get('stopped_at')} | {r.get('stop_score')} | "
+        score = r.get("stop_score")
+        print(f"| {path.parent.name} | {target} | {r.get('stopped_at')} | "
+              f"{'n/a' if score is None else f'{score:.4g}'} | "
               f"{'n/a' if over is None else f'{over:.4g}'} | {r.get('stop_exact')} | {r.get('stop_checks')} | "
-              f"{check_s} | {loop_s} | {share} |")
+              f"{r.get('stop_replayed_steps')} | {check_s} | {loop_s} | {share} |")
 
 
 if __name__ == "__main__":
