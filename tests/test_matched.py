@@ -142,3 +142,12 @@ def test_at_steps_from_waits_for_a_run_still_training(tmp_path):
     assert bptt["status"] == "ok"
     assert bptt["steps"] in [s for s, _ in rule["history"]["lambda_max"]]
     assert control["steps"] == bptt["steps"]
+
+
+def test_steps_from_the_committed_study_records():
+    """On real records: the second edition's BPTT runs on dms, by glob and one by one."""
+    from modules.run_records import stop_step, stop_steps
+    runs = sorted((ROOT / "docs" / "study" / "dms" / "runs").glob("bptt_dms_seed*"))
+    recorded = sorted({json.loads((d / "summary.json").read_text())["steps"] for d in runs})
+    assert len(runs) == 10 and stop_steps(str(runs[0].parent / "bptt_dms_seed*"), "x") == recorded
+    assert stop_step(str(runs[3]), "x") == json.loads((runs[3] / "summary.json").read_text())["steps"]
