@@ -6,7 +6,8 @@ log axes, points on a line of slope 1. One point per run, at the matched point:
 
     λ1           the record's final `lambda_max` (measured at the run's last step)
     2/(|ρ̄| η)    ρ̄ the run's `rho_mean`, the mean ρ over the whole run (the one definition of ρ̄ every
-                 Theorem 1 quantity of the analysis uses; 1 for BPTT), η the run's learning rate (`lr`)
+                 Theorem 1 quantity of the analysis uses; 1 for BPTT), η the run's learning rate (`lr`);
+                 runs with a learning-rate scheduler have no single η and are left out
 
 Gates: a point counts when its run learned (ended ok, reached its stop target, test score above chance +
 margin: analysis.learning) and did not collapse (analysis.claims.collapse). The fit is ordinary least squares
@@ -69,7 +70,11 @@ class Fit:
 
 def dose_point(run: Run) -> DosePoint | None:
     """The run's point (final λ1, 2/(|rho_mean| lr)), or None without a positive λ1, a non-zero rho_mean or a
-    positive lr."""
+    positive lr, or with a learning-rate scheduler (e-prop at η/ρ̄, lr decay: no single η, and `lr` is the
+    configured one)."""
+    scheduler = run.config("scheduler")
+    if isinstance(scheduler, dict) and scheduler.get("_target_"):
+        return None
     lam, rho, lr = run.value("lambda_max"), run.value("rho_mean"), run.lr
     if lam is None or lam <= 0 or not rho or lr is None or lr <= 0:
         return None

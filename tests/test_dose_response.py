@@ -136,3 +136,10 @@ def test_report_writes_the_table_and_the_figure(tmp_path):
     assert f"| 54 | 6 | {f.slope:.4g} | [{f.ci_low:.4g}, {f.ci_high:.4g}] |" in row
     assert f"{f.r2:.4g}" in row and f"{f.n_edge}/54" in row
     assert (out / "dose_response_dms.png").is_file() and (out / "dose_response_dms.pdf").is_file()
+
+
+def test_runs_with_a_scheduler_have_no_point(tmp_path):
+    """e-prop at η/ρ̄ and the lr-decay arms: their `lr` is the configured η, not the one they trained at."""
+    summary = record("eprop", 100, 0.1, 0.5, lam_final=30.0)
+    summary["config"]["scheduler"] = {"_target_": "modules.lr_over_rho.over_rho", "rho_from": "x"}
+    assert dr.dose_point(write(tmp_path, summary, "s")) is None
