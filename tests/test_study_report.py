@@ -88,14 +88,27 @@ def test_study_readme_generated_blocks_are_current(tmp_path, monkeypatch):
     assert tool.render(tampered) != tampered
 
 
+def last_primary_change() -> str:
+    """The newest commit that changed the plan's primary claims (later commits changed gates and exploratory
+    claims only: the reports say "post hoc" and that the primary claims are unchanged)."""
+    from analysis.plan import primary_claims
+    log = subprocess.run(["git", "log", "--format=%H", "--", "docs/study/plan.yaml"], cwd=ROOT,
+                         capture_output=True, text=True).stdout.split()
+    show = lambda c: subprocess.run(["git", "show", f"{c}:docs/study/plan.yaml"], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True).stdout
+    for newer, older in zip(log, log[1:] + [None]):
+        if older is None or primary_claims(show(newer)) != primary_claims(show(older)):
+            return newer
+    return log[-1]
+
+
 def test_every_second_edition_record_ran_on_code_that_contains_the_plan():
     """Pre-registration: each record of the second edition (docs/study/<folder>/runs, not v1 or the pilots)
-    names a commit that contains the last commit of docs/study/plan.yaml."""
+    names a commit that contains the last commit that changed docs/study/plan.yaml's primary claims."""
     import json
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    plan = subprocess.run(["git", "log", "-1", "--format=%H", "--", "docs/study/plan.yaml"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
+    plan = last_primary_change()
     assert plan
     records = sorted(STUDY.glob("*/runs/*/summary.json"))
     assert len(records) > 500
@@ -103,3 +116,18 @@ def test_every_second_edition_record_ran_on_code_that_contains_the_plan():
     for commit in commits:
         ok = subprocess.run(["git", "merge-base", "--is-ancestor", plan, commit], cwd=ROOT).returncode == 0
         assert ok, f"records from {commit} ran before the plan's commit {plan[:7]}"
+
+
+def test_plain_words_hold_no_number_outside_generated_blocks():
+    """docs/study/README.md's "In plain words": every effect, CI and p is inside a generated block (the
+    rows' own words); the text around them states no measured number of its own."""
+    import importlib.util
+    import re
+    spec = importlib.util.spec_from_file_location("study_readme", ROOT / "tools" / "study_readme.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = (STUDY / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## In plain words"):text.index("\n## ", text.index("## In plain words") + 1)]
+    typed = tool.BLOCK.sub("", section)
+    assert "<!-- generated: say" in section
+    assert not re.findall(r"\d\.\d|\d+ of \d+|\d+/\d+", typed), re.findall(r".{30}(?:\d\.\d|\d+/\d+).{10}", typed)
