@@ -49,3 +49,7 @@ def test_every_named_key_exists(page):
 def test_the_check_finds_what_it_looks_for():
     assert re.search(PROCESS_WORDS[0], "as SPEC §1 says") and re.search(PROCESS_WORDS[4], "the December 2026 work")
     assert "task.test_delays" not in known_keys() and "task.shift_delays" in known_keys()
+
+
+def test_readme_is_a_short_door():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
