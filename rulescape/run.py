@@ -183,7 +183,7 @@ def claim_rank_zero() -> None:
 def end_progress_line(cfg: DictConfig) -> None:
     """A run that stops mid-bar: end the progress bar's line, so that the message starts on its own."""
     if cfg.trainer.get("enable_progress_bar", True) and on_terminal():  # off a terminal each line is whole
-        print(flush=True)
+        print(file=sys.stderr, flush=True)
 
 
 def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
