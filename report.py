@@ -39,11 +39,14 @@ from analysis.plan import DEFAULT_PLAN, Plan, PlanError, load_plan, provenance
 from analysis.stats import describe, gap_key, gap_lambda_correlations
 
 FIGURE_NOTES = {
-    "gap": "generalization gap at the end of training per arm (Fig. 2A-C)",
+    "overview": "one figure for a slide: gap per arm, λ1 over training, gap vs λ1, ρ over training, for the "
+                "reference and the rules under test (Figs. 2-4 in one)",
+    "gap": "generalization gap at the end of training per arm, rules and controls in separate panels (Fig. 2A-C)",
     "gap_vs_lambda": "final gap vs final λ1 (log axis clipped to the data's bulk, clipped points drawn as "
                      "triangles at the edge), one point per run, r over the pooled arms (Fig. 2D-F)",
-    "lambda": "λ1 over training (log axis), geometric mean ×/÷ geometric std over seeds, each run's last value "
-              "carried forward after it stopped; n still training marked (Fig. 3)",
+    "lambda": "λ1 over training (log axis), one panel per arm with the reference in grey, geometric mean ×/÷ "
+              "geometric std over seeds, each run's last value carried forward after it stopped; n still "
+              "training marked (Fig. 3)",
     "matched_step": "bptt vs eprop vs step-matched bptt_scaled: λ1 over training and final gaps (Fig. 4C-E)",
     "rho_theory": "ρ, cos and |ĝ|/|g| over training; Theorem 1's |ρ|ηλ1 at curvature steps against 1 and 2",
     "dose_response": "λ1 at the matched point against 2/(|ρ̄|η), log axes, identity line and OLS fit (Theorem 1)",
@@ -349,23 +352,28 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
         return lines, [], claims
     stability = {g: [cl.stability_points(r) for r in rs] for g, rs in groups.items()}
     notes = diverged_notes(all_in_task)
+    panels = figures.arm_panels(list(groups), plan.reference, plan.is_control)  # rules and controls apart
     drawn = {  # drawn one at a time below: a figure that fails (extreme values) is skipped with the reason
-        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap, notes), f"no ok run has `{gap}`"),
-        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr, pooled),
+        "overview": (lambda: figures.draw_overview(task, groups, gap, corr, stability, panels[0][1]),
+                     f"no ok run has `{gap}` or a `lambda_max` history"),
+        "gap": (lambda: figures.draw_gap_distribution(task, groups, gap, notes, panels), f"no ok run has `{gap}`"),
+        "gap_vs_lambda": (lambda: figures.draw_gap_vs_lambda(task, groups, gap, corr, pooled, panels),
                           f"no ok run has both a positive `lambda_max` and `{gap}`"),
-        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups, notes=notes),
+        "lambda": (lambda: figures.draw_lambda_trajectories(task, groups, notes=notes, panels=panels,
+                                                            reference=plan.reference),
                    "no ok run has a positive `lambda_max` history"),
         "matched_step": (lambda: figures.draw_matched_step(task, groups, gap),
                          "needs a bptt_scaled arm and bptt or eprop in this task"),
-        "rho_theory": (lambda: figures.draw_rho_theory(task, groups, stability),
+        "rho_theory": (lambda: figures.draw_rho_theory(task, groups, stability, panels),
                        "no ok run has a `rho`, `align_cos`, `norm_ratio` or `theory_stability` history"),
     }
     files, skipped = list(dose_files), []
+    toy_sized = toy.toy_sized(runs)  # a red banner on every figure of smoke-size runs
     for kind, (draw_fig, why) in drawn.items():
         try:
             fig = draw_fig()
             if fig is not None:
-                files += figures.save(fig, out, f"{kind}_{slug(task)}")
+                files += figures.save(fig, out, f"{kind}_{slug(task)}", toy=toy_sized)
         except (ArithmeticError, ValueError) as err:  # e.g. values too large for the axis
             figures.close_all()
             fig, why = None, f"could not be drawn: {type(err).__name__}: {err}"

@@ -110,11 +110,15 @@ def carried_curve(histories: list[list[tuple[float, float]]]) -> tuple[Curve, np
     histories = [h for h in histories if h]
     if not histories:
         return None
+    histories = [sorted(h, key=lambda p: p[0]) for h in histories]
     steps = sorted({s for h in histories for s, _ in h})
     means, stds, ns, live = [], [], [], []
+    at = [-1] * len(histories)  # per run, the index of its last point at or before `step`: one pass, linear
     for step in steps:
-        vals = [next((v for s, v in reversed(h) if s <= step), None) for h in histories]
-        vals = [v for v in vals if v is not None]
+        for i, h in enumerate(histories):
+            while at[i] + 1 < len(h) and h[at[i] + 1][0] <= step:
+                at[i] += 1
+        vals = [h[k][1] for h, k in zip(histories, at) if k >= 0]
         st = describe(vals)
         means.append(st.mean), stds.append(st.std), ns.append(st.n)
         live.append(sum(h[-1][0] >= step for h in histories))

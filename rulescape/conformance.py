@@ -158,7 +158,7 @@ def check_finite(name, params):
         net, batch, objective, noise = tiny_problem(i)
         est = make_rule(name, params, net).surrogate(net, batch, objective, noise=noise)
         if not torch.isfinite(est.surrogate).all():
-            return False, f"network {i + 1}: the surrogate is {float(est.surrogate)}"
+            return False, f"network {i + 1}: the surrogate is {float(est.surrogate.detach())}"
         g = grads_of(est.surrogate, net)
         bad = [k for k, v in g.items() if not torch.isfinite(v).all()]
         if bad:

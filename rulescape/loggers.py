@@ -239,17 +239,42 @@ def build_loggers(cfg, out_dir: Path, run_name: str, resume: bool = False) -> li
     if name == "wandb":
         mode = wandb_mode(cfg.logger.mode)
         os.environ.setdefault("WANDB_SILENT", "true")
+        if rank_zero_only.rank == 0:
+            print(wandb_start_line(mode, cfg.logger.mode, cfg.logger.project, out_dir), flush=True)
         return [WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity,
                             group=cfg.logger.group or sweep_group(), tags=list(cfg.logger.tags or []),
                             name=run_name, save_dir=str(out_dir), mode=mode, id=wandb_run_id(out_dir, resume))]
     raise ValueError(f"unknown logger '{name}'; choose one of: {', '.join(LOGGERS)}")
 
 
+def wandb_start_line(mode: str, requested: str, project: str, out_dir: Path) -> str:
+    """The one line a run prints about wandb when it starts: its mode, why, and where its files go."""
+    why = {"online": "logged in" if requested == "auto" else "logger.mode=online",
+           "offline": ("no API key found (set WANDB_API_KEY or run `wandb login` to go online)"
+                       if requested == "auto" else "logger.mode=offline"),
+           "disabled": "nothing is logged to wandb"}.get(mode, mode)
+    if requested == "auto" and os.environ.get("WANDB_MODE"):
+        why = f"WANDB_MODE={os.environ['WANDB_MODE']}"
+    where = (f"project {project}; local copy in {Path(out_dir) / 'wandb'}" if mode == "online"
+             else f"run folder {Path(out_dir) / 'wandb'}; the `wandb sync` command comes at the end"
+             if mode == "offline" else "use logger=csv for a local metrics.csv")
+    return f"wandb: {mode}, {why}; {where}"
+
+
+def wandb_sync_line(run_dir: str | Path) -> str:
+    return f"wandb: offline run saved; upload it with: wandb sync {run_dir}"
+
+
 def close_loggers() -> None:
-    """Finish any open wandb run, so that the next job of a sweep starts clean."""
+    """Finish any open wandb run, so that the next job of a sweep starts clean; an offline run prints the
+    `wandb sync` command that uploads it."""
     try:
         import wandb
     except ImportError:  # pragma: no cover
         return
     if wandb.run is not None:
+        offline = bool(getattr(wandb.run, "offline", False)) or getattr(wandb.run.settings, "mode", "") == "offline"
+        folder = Path(wandb.run.dir).parent if offline else None  # <out>/wandb/offline-run-<time>-<id>
         wandb.finish()
+        if folder is not None:
+            print(wandb_sync_line(folder), flush=True)

@@ -9,13 +9,21 @@ Under train.py, Hydra configures the root logger with a console handler and a fi
   still reaches the console).
 Without Hydra's handlers (a library call, the test suite) the expected warnings are simply ignored.
 `RULESCAPE_VERBOSE=1` turns all of this off: everything is printed as the libraries print it.
+
+Progress (`progress_bar()`): a tqdm bar counted in steps against max_steps on a terminal (a resumed run shows
+its total), one plain line every max_steps/10 steps anywhere else (a file or a pipe gets no `\r` frames).
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import sys
 import warnings
+
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
 VERBOSE_ENV = "RULESCAPE_VERBOSE"
 
@@ -80,7 +88,9 @@ def quiet_third_party() -> None:
         return
     root = logging.getLogger()
     consoles = console_handlers(root)
-    keeps_log = any(isinstance(h, logging.FileHandler) for h in root.handlers)  # Hydra's train.log
+    # Hydra's train.log: a plain FileHandler (pytest's log-file handler is a subclass, and a test run must
+    # ignore the expected warnings as a library call does, not re-enable them over pytest.ini's filters)
+    keeps_log = any(type(h) is logging.FileHandler for h in root.handlers)
     if not keeps_log:  # no log file: the expected warnings go nowhere
         for message in EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
@@ -99,3 +109,90 @@ def quiet_third_party() -> None:
         else:
             for handler in console_handlers(logger):
                 add_console_filter(handler)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Progress: a tqdm bar on a terminal, plain lines elsewhere (a log file, a pipe, a batch job's output)
+
+PROGRESS_LINES = 10  # off a terminal: about this many lines per run (one every max_steps / 10 steps)
+
+
+def on_terminal(stream=None) -> bool:
+    """True when the progress output (stdout, where Lightning's bar goes) is a terminal that redraws a bar."""
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def fmt_metric(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class StepBar(TQDMProgressBar):
+    """Lightning's tqdm bar counted in optimizer steps against `trainer.max_steps`: a resumed run reads
+    `175/400`, not `175/?` (the step sampler's epoch has no length)."""
+
+    def total(self) -> int | None:
+        steps = self.trainer.max_steps
+        return steps if steps and steps > 0 else None
+
+    def init_train_tqdm(self) -> Tqdm:
+        return Tqdm(desc="Training", position=2 * self.process_position, disable=self.is_disabled, leave=True,
+                    dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT,
+                    total=self.total(), initial=self.trainer.global_step)
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.total = self.total()
+        bar.n = bar.initial = trainer.global_step
+        bar.set_description("Training")  # also redraws
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = trainer.global_step
+        if self.train_progress_bar is not None and self._should_update(n, self.train_progress_bar.total):
+            self.train_progress_bar.n = n
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # also redraws
+
+
+class LineProgress(ProgressBar):
+    """Progress without carriage returns: one line `step 250/1000 train_loss=0.41` on stdout every
+    `every` steps (default: max_steps / PROGRESS_LINES) and at the last step, from rank 0 only."""
+
+    def __init__(self, every: int | None = None):
+        super().__init__()
+        self._enabled = True
+        self.every = every
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.every is None:
+            self.every = max(1, math.ceil(trainer.max_steps / PROGRESS_LINES)) if trainer.max_steps > 0 else 100
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not (self._enabled and trainer.is_global_zero) or (step % self.every and step != trainer.max_steps):
+            return
+        total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        parts = " ".join(f"{k}={fmt_metric(v)}" for k, v in metrics.items())
+        sys.stdout.write(f"step {step}{total} {parts}".rstrip() + "\n")
+        sys.stdout.flush()
+
+
+def progress_bar(refresh_rate: int = 25) -> ProgressBar:
+    """The run's progress display: StepBar on a terminal, LineProgress otherwise."""
+    return StepBar(refresh_rate=refresh_rate) if on_terminal() else LineProgress()

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from callbacks import CALLBACKS
 from callbacks.interrupt_checkpoint import InterruptCheckpoint
@@ -35,7 +35,7 @@ from modules.run_records import stop_step
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
-from rulescape.quiet import quiet_third_party
+from rulescape.quiet import on_terminal, progress_bar, quiet_third_party
 from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
 from rulescape.rundir import check_run_dir, read_status, run_dir_lock
 from rulescape.schema import check_schema
@@ -102,7 +102,7 @@ def build_callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
     # no version counter: a run resumed into its own directory keeps updating last.ckpt
     checkpoint = ModelCheckpoint(dirpath=str(last.parent), save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every or None, enable_version_counter=False)
-    bar = [TQDMProgressBar(refresh_rate=25)] if cfg.trainer.get("enable_progress_bar", True) else []
+    bar = [progress_bar(refresh_rate=25)] if cfg.trainer.get("enable_progress_bar", True) else []
     return [*measurements, checkpoint, InterruptCheckpoint(last), *bar]
 
 
@@ -183,7 +183,7 @@ def claim_rank_zero() -> None:
 
 def end_progress_line(cfg: DictConfig) -> None:
     """A run that stops mid-bar: end the progress bar's line, so that the message starts on its own."""
-    if cfg.trainer.get("enable_progress_bar", True):
+    if cfg.trainer.get("enable_progress_bar", True) and on_terminal():  # off a terminal each line is whole
         print(file=sys.stderr, flush=True)
 
 

@@ -35,6 +35,8 @@ COMPARED = ("eprop", "rflo", "mdgl")  # the rules the new rule's claims are show
 SMOKE = ["trainer.max_steps=20", "model.hidden_size=16", "task.train_size=64", "task.test_size=64",
          "task.batch_size=16", "eval_every=10", "checkpoint_every=0", "curvature.every_n_steps=10",
          "curvature.batch_size=32", "alignment.every_n_steps=5", "stop_check_every=10"]
+SMOKE_BANNER = ("> **Toy-sized (study.smoke=true): verdicts not meaningful.** Toy networks and data (16 units, "
+                "64 trials, a few steps, 3 seeds): every step ran, but nothing these rows say is a finding.")
 SMOKE_SEEDS = 3  # the fewest runs per arm a claim is tested on (analysis.claims.MIN_N)
 CONTROLS = {  # name -> (arm name, overrides, as long as the rule's run); {rule} filled in per study
     "step_matched": ("bptt_matched_{rule}", ["rule=bptt_scaled", "rule.rho_mode=history"], False),
@@ -400,9 +402,14 @@ def claim_rows(report_text: str, rule: str) -> list[dict]:
     return rows
 
 
-def claims_beside(report_text: str, rule: str) -> tuple[list[str], list[list[str]]]:
+NOT_RUN = re.compile(r"not tested \(no ok runs of arm ([^)\s]+)\)")
+
+
+def claims_beside(report_text: str, rule: str, arms: set[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """The rule's claims (rows "<rule>: ..." against bptt, and rows about "(<rule>)" alone, e.g. Theorem 1),
-    each beside the same claim for eprop, rflo and mdgl: (header, rows) with "verdict (p)" cells."""
+    each beside the same claim for eprop, rflo and mdgl: (header, rows) with "verdict (p)" cells. `arms`: the
+    arms this study ran or reused; a row about an arm outside them (the plan's bptt_early, which study.py
+    never runs) is left out rather than shown as "not tested"."""
     keyed: dict[tuple[str, str, str], dict[str, str]] = {}
     for row in claim_rows(report_text, rule):
         claim = row["claim"]
@@ -419,9 +426,12 @@ def claims_beside(report_text: str, rule: str) -> tuple[list[str], list[list[str
             p = row.get("p")
             keyed.setdefault(key, {})[who] = row["verdict"] + (f" (p {p})" if p not in (None, "", "n/a") else "")
             break
+    def never_run(cells: dict[str, str]) -> bool:
+        missing = {m.group(1) for c in cells.values() for m in [NOT_RUN.match(c)] if m}
+        return arms is not None and bool(missing) and not missing & arms
     out = [[claim + (f" [{test}]" if test else ""), task]
            + [v.get(w, "—") for w in (rule, *COMPARED)]
-           for (claim, test, task), v in keyed.items() if rule in v]
+           for (claim, test, task), v in keyed.items() if rule in v and not never_run(v)]
     return ["claim", "task", rule, *COMPARED], out
 
 
@@ -467,10 +477,13 @@ def main(argv: list[str]) -> int:
     if code != 0:
         print(f"error: report.py exited {code} (see {request.out / 'logs' / 'report.log'})", file=sys.stderr)
         return 1
-    header, rows = claims_beside(report_path.read_text(encoding="utf-8"), request.rule)
+    ran = {request.rule, *s["baselines"], *(CONTROLS[c][0].format(rule=request.rule) for c in s["controls"])}
+    header, rows = claims_beside(report_path.read_text(encoding="utf-8"), request.rule, ran)
     from analysis.markdown import table
     claims = table(header, rows) if rows else (f"(no claim rows name '{request.rule}': report.py's claims do "
                                                "not cover this rule yet)")
+    if request.smoke:  # toy-size verdicts must not read like findings, printed or written
+        claims = f"{SMOKE_BANNER}\n\n{claims}"
     (request.out / f"claims_{request.rule}.md").write_text(f"# Claims of `{request.rule}` against bptt, beside "
                                                            f"{', '.join(COMPARED)}\n\n{claims}\n")
     total = time.time() - start

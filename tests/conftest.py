@@ -22,6 +22,16 @@ def wandb_offline(request, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def expected_third_party_warnings():
+    """The third-party warnings every run ignores (rulescape/quiet.py's EXPECTED_WARNINGS, each with its
+    reason) are ignored in tests that drive Lightning or PyHessian directly too; any other warning shows."""
+    import warnings
+    from rulescape.quiet import EXPECTED_WARNINGS
+    for pattern in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def compose_config(overrides: list[str]):
     """The config train.py would see for these overrides (no Hydra run dir needed)."""
     from hydra import compose, initialize_config_dir

@@ -37,11 +37,22 @@ def test_default_training_command_prints_no_warning_and_ends_with_result_and_rec
                           capture_output=True, text=True, timeout=300)
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console
+    # piped, not a terminal: progress as whole lines, no carriage-return frames
+    assert "\r" not in console
+    assert "step 20/20" in proc.stdout and proc.stdout.count("step ") <= 12
+    # wandb: one line at the start (mode, why, folder), the sync command of the offline run at the end
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("wandb: offline, no API key found") and str(run_dir / "wandb") in first, first
+    sync = [line for line in proc.stdout.splitlines() if line.startswith("wandb: offline run saved")]
+    assert len(sync) == 1 and proc.stdout.count("wandb:") == 2, proc.stdout
+    folder = sync[0].split("wandb sync ", 1)[1]
+    assert folder.startswith(str(run_dir / "wandb" / "offline-run-")) and os.path.isdir(folder)
     lines = console_lines(console)
     noisy = [line for line in lines if "warning" in line.lower() or "available:" in line]
     assert not noisy, noisy
-    assert lines[-2].startswith("[ok] rule=rflo task=dms seed=0 steps=20 "), lines[-2:]
-    assert lines[-1].strip() == f"record: {run_dir}/summary.json"
+    out = console_lines(proc.stdout)
+    assert out[-2].startswith("[ok] rule=rflo task=dms seed=0 steps=20 "), out[-2:]
+    assert out[-1].strip() == f"record: {run_dir}/summary.json"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "ok"
     # the default logger went offline on its own (no key anywhere) and kept its run id for a resume
     assert list((run_dir / "wandb").glob("offline-run-*"))
@@ -95,3 +106,44 @@ def test_sweep_summary_counts_statuses_and_averages_per_rule(tmp_path):
     assert "1 / 2" in eprop and "100 ± 0" in eprop
     assert "diverged: 2_eprop (loss is NaN at step 3)" in table
     assert f"python report.py {tmp_path}" in table
+
+
+def test_a_resumed_progress_bar_shows_its_total(tmp_path, monkeypatch, capsys):
+    """On a terminal the bar counts optimizer steps against max_steps: a run resumed at step 3 of 6 reads
+    `6/6` at its end, never `?` for the total."""
+    from conftest import compose_config
+    from rulescape import quiet
+    from rulescape.run import train
+    monkeypatch.setattr(quiet, "on_terminal", lambda stream=None: True)
+    quick = ["logger=none", "callbacks=none", "task.train_size=32", "task.test_size=32", "task.batch_size=16",
+             "model.hidden_size=8", "eval_every=3"]
+    train(compose_config(quick + ["trainer.max_steps=3"]), tmp_path)
+    capsys.readouterr()
+    summary = train(compose_config(quick + ["trainer.max_steps=6", f"ckpt_path={tmp_path}/checkpoints/last.ckpt"]),
+                    tmp_path)
+    assert summary["status"] == "ok" and summary["steps"] == 6
+    bar = capsys.readouterr().out
+    assert "6/6" in bar and "/?" not in bar, bar[-500:]
+
+
+def test_line_progress_prints_whole_lines_every_tenth_of_the_run(tmp_path, monkeypatch, capsys):
+    from conftest import compose_config
+    from rulescape import quiet
+    from rulescape.run import train
+    monkeypatch.setattr(quiet, "on_terminal", lambda stream=None: False)
+    train(compose_config(["logger=none", "callbacks=none", "task.train_size=32", "task.test_size=32",
+                          "task.batch_size=16", "model.hidden_size=8", "trainer.max_steps=20"]), tmp_path)
+    out = capsys.readouterr().out
+    steps = [line.split()[1] for line in out.splitlines() if line.startswith("step ")]
+    assert steps == [f"{k}/20" for k in range(2, 21, 2)] and "\r" not in out
+
+
+def test_wandb_start_line_says_mode_why_and_where(tmp_path, monkeypatch):
+    from rulescape.loggers import wandb_start_line
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    line = wandb_start_line("offline", "auto", "rulescape", tmp_path)
+    assert line.startswith("wandb: offline, no API key found") and str(tmp_path / "wandb") in line
+    assert "wandb sync" in line and "\n" not in line
+    assert wandb_start_line("online", "auto", "proj", tmp_path).startswith("wandb: online, logged in; project proj")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert "WANDB_MODE=offline" in wandb_start_line("offline", "auto", "rulescape", tmp_path)

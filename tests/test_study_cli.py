@@ -268,6 +268,31 @@ def test_claims_beside_reads_the_rule_and_the_compared_rules_from_the_report():
                     ["Theorem 1: final |ρ|ηλ1 < 2 (the rule)", "dms", "held", "—", "—", "not held"]]
 
 
+def test_claims_beside_leaves_out_arms_the_study_never_ran():
+    """The plan's claims against bptt_early (an arm study.py never runs) would fill the table with "not
+    tested (no ok runs of arm bptt_early)"; given the arms it ran, those rows go. A rule's own missing runs
+    stay visible."""
+    from rulescape.study_runner import claims_beside
+    cell = "not tested (no ok runs of arm {})"
+    report = textwrap.dedent(f"""\
+        ## Task `dms`
+
+        ### Claims
+
+        | claim | task | statistic | p | n | verdict |
+        |---|---|---|---|---|---|
+        | mine: larger gap than bptt | dms | Welch t = 3.1 | 0.004 | 10 vs 10 | held |
+        | mine: larger gap than bptt_early | dms | n/a | n/a | 0 | {cell.format("bptt_early")} |
+        | eprop: larger gap than bptt_early | dms | n/a | n/a | 0 | {cell.format("bptt_early")} |
+        | mine: higher final λ1 than bptt | dms | n/a | n/a | 0 | {cell.format("mine")} |
+        """)
+    ran = {"mine", "bptt", "eprop", "rflo", "mdgl", "bptt_matched_mine"}
+    _, rows = claims_beside(report, "mine", ran)
+    assert [r[0] for r in rows] == ["larger gap than bptt [Welch t]", "higher final λ1 than bptt"]
+    _, every = claims_beside(report, "mine")  # without the arms: every row, as before
+    assert len(every) == 3
+
+
 # ------------------------------------------------------------------------------ end to end (copy)
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory):
@@ -330,4 +355,8 @@ def test_a_new_rule_goes_through_conformance_study_and_report(repo_copy, tmp_pat
     assert list((out / "report").glob("*.png")), "figures drawn"
     rows = [line for line in report.splitlines() if line.startswith(f"| {name}: ")]
     assert rows and any("bptt" in r for r in rows), "the rule's claims against bptt"
-    assert (out / f"claims_{name}.md").read_text().count(f"| {name} |") == 1
+    written = (out / f"claims_{name}.md").read_text()
+    assert written.count(f"| {name} |") == 1
+    from rulescape.study_runner import SMOKE_BANNER
+    assert SMOKE_BANNER in written and SMOKE_BANNER in done.stdout  # toy-size verdicts say so
+    assert "bptt_early" not in written  # an arm the study never ran has no rows

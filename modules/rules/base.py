@@ -6,6 +6,7 @@ BPTT, and a measurement can ask for the same estimate with torch.autograd.grad w
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,22 @@ class Rule(nn.Module):
         """Called by the training loop with the global step just before that step's `surrogate` (and only
         there: measurements call `set_step`, which for a stochastic rule selects its measurement draw)."""
         self.set_step(step)
+
+    def fixed_draw(self, name: str, *shape: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard normal numbers of `shape` fixed for the run (a random feedback matrix, a fixed projection),
+        keyed on (a key drawn from the global RNG at the first call, `name`). Call it in `__init__`: `seed`
+        seeds the global RNG just before the rule is built, so the same seed gives the same tensor in every
+        process (DDP ranks alike) and when a run is resumed, and two names give independent draws (adding a
+        second draw does not change the first). In `like`'s dtype and device (float32 on the CPU without it).
+        Register the result as a buffer so that checkpoints carry it:
+        `self.register_buffer("feedback", self.fixed_draw("feedback", n, n_out, like=net.W_out))`."""
+        if getattr(self, "_fixed_key", None) is None:
+            self._fixed_key = int(torch.randint(0, 2 ** 62, (1,)))  # the first call only: one global draw
+        key = np.random.SeedSequence([self._fixed_key, zlib.crc32(name.encode())]).generate_state(2, np.uint32)
+        gen = torch.Generator().manual_seed(int(key[0]) << 32 | int(key[1]))
+        dtype = like.dtype if like is not None else torch.float32
+        out = torch.randn(*shape, generator=gen, dtype=dtype)
+        return out.to(like.device) if like is not None else out
 
     @staticmethod
     def objective_of(net: RateRNN, y_hat: torch.Tensor, batch: Batch, objective: Objective) -> torch.Tensor:
