@@ -178,8 +178,12 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem = check_group_overrides(argv)
     if problem:
         return problem
+    from rulescape.gate import gate
+    gated = gate(argv)  # everything Hydra would build, composed as Hydra composes it, before it builds any
+    if gated and not gated.startswith("error: cannot compose"):
+        return gated
     if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
-        return None  # another primary config: Hydra checks it alone
+        return gated  # another primary config: Hydra's composition of it is the check
     # overrides only: not Hydra's flags, nor a flag's value (--cfg job, --info defaults)
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     if multirun:
@@ -190,6 +194,8 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem, composed = compose_problem(overrides)
     if problem:  # an unknown dotted key: name the keys its section has
         return (None if multirun else check_keys(argv)) or problem
+    if gated:  # Hydra cannot compose the command line as given (our first-job composition could)
+        return gated
     problem = run_dir_problem(composed, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if problem:
         return problem

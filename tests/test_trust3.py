@@ -1,0 +1,175 @@
+"""Trust, round three (issue #33): one gate before Hydra builds anything; a sweep job's identity is its
+record's own config; the launcher never writes into a directory a live run holds; baseline reuse verifies what
+it reuses; the rule registry, checkpoint configs, plan.yaml, study.py's signals, Hydra's writes and records'
+interpolations. Each test reproduces one scenario of the issue (with a live payload where one applies)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from rulescape.cli import preflight
+from rulescape.errors import EXIT_CONFIG
+from rulescape.gate import gate
+
+QUICK = ["logger=none", "trainer.max_steps=4", "eval_every=2", "checkpoint_every=0", "task.train_size=32",
+         "task.test_size=32", "task.batch_size=16", "model.hidden_size=8", "curvature.batch_size=16",
+         "curvature.every_n_steps=2", "alignment.every_n_steps=2"]
+
+
+def run_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def evil_yaml(marker: Path, package_global: bool = True) -> str:
+    """A config file whose Hydra callback would create `marker` when Hydra builds the sweep's callbacks."""
+    return ("# @package _global_\n" if package_global else "") + (
+        "hydra:\n  callbacks:\n    x:\n      _target_: builtins.open\n"
+        f"      file: {marker}\n      mode: w\n")
+
+
+# ------------------------------------------------------------------------------- 1. one gate before Hydra
+def hostile_lines(tmp_path: Path, marker: Path) -> dict[str, list[str]]:
+    config_dir = tmp_path / "confdir"
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "evil.yaml").write_text("defaults:\n  - config\n  - _self_\n" + evil_yaml(marker, False))
+    create = "'${oc.create:\"{_target_: builtins.open, file: " + str(marker) + ", mode: w}\"}'"
+    return {
+        # the issue's chain: the job was refused, the sweep's parent had already built the callback
+        "interpolated_callback": ["-m", "~optimizer", "+optimizer._target_=pathlib.Path",
+                                  f"+optimizer._args_=[{marker}]", "+scheduler._target_=pathlib.Path.write_text",
+                                  '+scheduler._args_=[${optimizer},"pwned"]',
+                                  "hydra.callbacks.sweep_summary=${scheduler}"],
+        "oc_create_callback": ["-m", f"hydra.callbacks.sweep_summary={create}"],
+        "config_dir": ["-m", "--config-dir", str(config_dir), "--config-name", "evil"],
+        "launcher_setup": ["-m", "hydra/launcher=submitit_local", f'+hydra.launcher.setup=["touch {marker}"]'],
+        "env_set": [f"+hydra.job.env_set.LD_PRELOAD={marker}"],
+        "log_file": [f"hydra.job_logging.handlers.file.filename={marker}"],
+        "log_class": ["hydra.job_logging.handlers.console.class=pathlib.Path.touch"],
+        "mode_multirun": ["hydra.mode=MULTIRUN", f"hydra.callbacks.sweep_summary={create}"],
+        "job_value": ["-m", f"+foo=1,{create}", "optimizer.momentum=${foo}"],
+        "rerun_pickle": ["--experimental-rerun", str(marker)],
+        "output_subdir": [f"hydra.output_subdir={tmp_path}/elsewhere"],
+    }
+
+
+CASES = ["interpolated_callback", "oc_create_callback", "config_dir", "launcher_setup", "env_set", "log_file",
+         "log_class", "mode_multirun", "job_value", "rerun_pickle", "output_subdir"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_gate_refuses_what_hydra_would_build_and_creates_nothing(tmp_path, case):
+    marker = tmp_path / "pwned"
+    argv = hostile_lines(tmp_path, marker)[case]
+    problem = preflight(argv)
+    assert problem and problem.startswith("error:") and "refused" in problem and "\n" not in problem, problem
+    assert not marker.exists()
+
+
+def test_the_callback_payload_is_live_without_the_gate(tmp_path):
+    """The premise: Hydra builds the callbacks of a config from --config-dir (what a sweep's parent does
+    before any job runs), and that creates the file."""
+    from hydra._internal.callbacks import Callbacks
+
+    from rulescape.gate import compose
+    marker = tmp_path / "pwned"
+    cfg, _ = compose(hostile_lines(tmp_path, marker)["config_dir"])
+    Callbacks(cfg)
+    assert marker.exists()
+
+
+def test_a_file_dropped_into_conf_is_gated_too(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    marker = tmp_path / "pwned"
+    (conf / "experiment" / "evil.yaml").write_text(evil_yaml(marker))
+    problem = gate(["-m", "--config-path", str(conf), "experiment=evil"])
+    assert problem and "hydra.callbacks.x" in problem and "builtins.open" in problem, problem
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv", [["rule=eprop"], ["-m", "experiment=study_dms"], ["-m", "rule=bptt,eprop", "seed=0,1"],
+                                  ["-m", "hydra/launcher=submitit_local"], ["-m", "hydra/launcher=joblib"],
+                                  ["optimizer=adam", "scheduler=step_decay"], ["hydra.job.chdir=true"]])
+def test_the_gate_lets_the_project_s_own_lines_through(argv):
+    assert gate(argv) is None
+
+
+def test_a_benign_config_dir_runs_through_the_gate(tmp_path):
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    assert gate(["--config-dir", str(tmp_path), "--config-name", "mine"]) is None
+
+
+def test_the_shipped_targets_the_gate_trusts_are_in_the_allow_list():
+    from rulescape.gate import SHIPPED_TARGETS
+    from rulescape.targets import allowed_targets
+    assert set(SHIPPED_TARGETS) <= set(allowed_targets("optimizer")) | set(allowed_targets("scheduler"))
+
+
+@pytest.mark.parametrize("case", ["interpolated_callback", "config_dir", "launcher_setup"])
+def test_hostile_lines_end_to_end_exit_2_and_create_nothing(tmp_path, case):
+    marker = tmp_path / "pwned"
+    sweep = tmp_path / "sweep"
+    out = run_train(*hostile_lines(tmp_path, marker)[case], f"hydra.sweep.dir={sweep}", f"hydra.run.dir={sweep}")
+    assert out.returncode == EXIT_CONFIG, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert not marker.exists() and not sweep.exists()
+
+
+# ---------------------------------------------------------------------- 2. a sweep's identity is its config
+def test_a_sweep_re_run_with_a_changed_value_is_refused_and_changes_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}", "optimizer.lr=0.1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    job = next(sweep.glob("0_*"))
+    before = {p: p.read_bytes() for p in job.rglob("*") if p.is_file()}
+    changed = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}", "optimizer.lr=0.05")
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert "[refused] job 0" in changed.stdout and "optimizer.lr=0.1, this job optimizer.lr=0.05" in changed.stdout
+    assert "1 refused" in changed.stdout and "1 ok" not in changed.stdout, changed.stdout
+    after = {p: p.read_bytes() for p in job.rglob("*") if p.is_file()}
+    assert after == before  # .hydra/overrides.yaml and the record untouched
+    again = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}", "optimizer.lr=0.1")
+    assert "1 of 1 jobs already finished" in again.stdout and "1 ok" in again.stdout, again.stdout
+    assert {p: p.read_bytes() for p in job.rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------- 4. the launcher writes only where it may
+def hold_lock(run_dir: Path):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_a_job_whose_directory_a_live_run_holds_is_refused_and_nothing_is_written_there(tmp_path):
+    sweep = tmp_path / "sweep"
+    job = sweep / "0_bptt_dms_seed0"
+    handle = hold_lock(job)  # a live run in that directory
+    try:
+        out = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}")
+    finally:
+        handle.close()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[refused] job 0" in out.stdout and "in use by another live run" in out.stdout, out.stdout
+    assert sorted(p.name for p in job.iterdir()) == [".lock"]  # no record, no .hydra
+
+
+def test_a_record_for_a_dead_job_is_never_written_into_a_directory_a_live_run_holds(tmp_path):
+    from rulescape.launcher import write_job_record
+    handle = hold_lock(tmp_path / "live")
+    try:
+        assert write_job_record(tmp_path / "live", {"status": "failed"}, 0) is False
+    finally:
+        handle.close()
+    assert not (tmp_path / "live" / "summary.json").exists()
+    assert write_job_record(tmp_path / "live", {"status": "failed"}, 0) is True  # once nobody holds it
+    assert write_job_record(tmp_path / "new", {"status": "failed"}, 0) is True  # one the sweep creates
