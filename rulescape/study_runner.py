@@ -254,7 +254,7 @@ def plan_baselines(request: StudyRequest, log) -> dict[str, list[str]]:
             dst = reused_dir / d.task / src.name
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / "summary.json", dst / "summary.json")
-        log(f"baseline {d.arm} on {d.task}: reused {len(d.records)} records from {root / d.task} "
+        log(f"baseline {d.arm} on {d.task}: reused {len(d.records)} records from {reuse.source(d)} "
             f"(commit {', '.join(sorted(d.commits))}; {d.why})")
     return to_run
 
@@ -430,6 +430,8 @@ def main(argv: list[str]) -> int:
     t = time.time()
     problems = run_lanes(request, baselines, log)
     timings["runs"] = time.time() - t
+    from rulescape.baseline_reuse import write_manifest
+    write_manifest(request.out)  # what a later study may reuse from here, as written (rulescape/baseline_reuse.py)
     if problems:  # a sweep that could not start (its jobs' own failures are records, not problems)
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 1

@@ -173,3 +173,128 @@ def test_a_record_for_a_dead_job_is_never_written_into_a_directory_a_live_run_ho
     assert not (tmp_path / "live" / "summary.json").exists()
     assert write_job_record(tmp_path / "live", {"status": "failed"}, 0) is True  # once nobody holds it
     assert write_job_record(tmp_path / "new", {"status": "failed"}, 0) is True  # one the sweep creates
+
+
+# ------------------------------------------------------------------ 3. baseline reuse verifies what it reuses
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+WANT = {"task": {"name": "dms", "lr": 0.1}, "seed": 0, "model": {"hidden_size": 8}}
+
+
+def put_record(root: Path, name: str, manifest: bool = True, **fields) -> Path:
+    """A record under root/<name>/ (listed in root/records.sha256 unless manifest=False)."""
+    import hashlib
+    record = {"status": "ok", "config": json.loads(json.dumps(WANT)), "test_acc": 0.8, "wall_time_s": 10.0,
+              "versions": {"rulescape": HEAD}, **fields}
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(record).encode()
+    (run / "summary.json").write_bytes(data)
+    if manifest:
+        with open(root / "records.sha256", "a") as f:
+            f.write(f"{hashlib.sha256(data).hexdigest()}  {name}/summary.json\n")
+    return run
+
+
+@pytest.fixture
+def reuse(monkeypatch):
+    from rulescape import baseline_reuse
+    monkeypatch.setattr(baseline_reuse, "expected_config", lambda overrides: json.loads(json.dumps(WANT)))
+    return baseline_reuse
+
+
+@pytest.mark.parametrize("how,says", [
+    ("empty_config", "holds no config"), ("missing_group", "model.hidden_size"), ("diverged", "status diverged"),
+    ("unknown_commit", "unknown commit"), ("foreign_commit", "not in this checkout's history"),
+    ("unlisted", "neither committed in git nor listed"), ("changed_after_listing", "differs from the SHA-256"),
+    ("fifo", "not a regular file"), ("symlink", "not a regular file")])
+def test_a_record_that_cannot_be_vouched_for_is_not_reused(tmp_path, reuse, how, says):
+    import signal
+    root = tmp_path / "baselines"
+    fields = {"empty_config": {"config": {}}, "missing_group": {"config": {"task": WANT["task"], "seed": 0}},
+              "diverged": {"status": "diverged"}, "unknown_commit": {"versions": {}},
+              "foreign_commit": {"versions": {"rulescape": "0" * 40}}}.get(how, {})
+    run = put_record(root, "bptt_dms_seed0", manifest=how != "unlisted", **fields)
+    summary = run / "summary.json"
+    if how == "changed_after_listing":  # changed results (test_acc 0.999) in a listed record
+        summary.write_text(summary.read_text().replace("0.8", "0.999"))
+    elif how == "fifo":
+        summary.unlink()
+        os.mkfifo(summary)
+    elif how == "symlink":
+        summary.rename(tmp_path / "elsewhere.json")
+        summary.symlink_to(tmp_path / "elsewhere.json")
+    signal.alarm(20)  # a FIFO read would block forever
+    try:
+        got = reuse.decide("dms", "bptt", [0], reuse.index_records(root), lambda seed: [])
+    finally:
+        signal.alarm(0)
+    assert not got.reuse and says in got.why, got.why
+
+
+def test_a_vouched_record_is_reused_and_its_real_folder_is_named(tmp_path, reuse):
+    root = tmp_path / "elsewhere"
+    put_record(root / "dms" / "runs", "bptt_dms_seed0")
+    got = reuse.decide("dms", "bptt", [0], reuse.index_records(root), lambda seed: [])
+    assert got.reuse, got.why
+    assert reuse.source(got) == str(root / "dms" / "runs")
+
+
+def test_a_committed_record_must_be_byte_identical_to_the_commit():
+    from rulescape.baseline_reuse import provenance_problem
+    path = next((ROOT / "docs" / "study").rglob("summary.json"))
+    data = path.read_bytes()
+    record = json.loads(data)
+    assert provenance_problem(path, data, record) is None
+    changed = data.replace(b'"test_acc": ', b'"test_acc": 0.999, "was": ', 1)
+    assert "differs from the committed record" in provenance_problem(path, changed, record)
+
+
+def test_two_qualifying_records_that_disagree_are_a_tie_named_by_both_paths(tmp_path, reuse):
+    root = tmp_path / "b"
+    a = put_record(root / "a", "bptt_dms_seed0")
+    b = put_record(root / "b", "bptt_dms_seed0", test_acc=0.5)
+    got = reuse.decide("dms", "bptt", [0], reuse.index_records(root), lambda seed: [])
+    assert not got.reuse and str(a) in got.why and str(b) in got.why, got.why
+    same = tmp_path / "same"  # the same outcome twice (an edition's copy, another commit): no tie
+    put_record(same / "a", "bptt_dms_seed0")
+    put_record(same / "b", "bptt_dms_seed0", wall_time_s=3.0)
+    assert reuse.decide("dms", "bptt", [0], reuse.index_records(same), lambda seed: []).reuse
+
+
+def test_the_rerun_sample_is_not_chosen_by_the_records_own_fields(tmp_path, reuse):
+    """A tampered record claiming to be the quickest was always the one rerun; now any may be."""
+    import random
+    root = tmp_path / "b"
+    for seed in range(4):
+        put_record(root, f"bptt_dms_seed{seed}", wall_time_s=0.001 if seed == 0 else 100.0)
+    got = reuse.decide("dms", "bptt", list(range(4)), reuse.index_records(root), lambda seed: [])
+    assert got.reuse, got.why
+    drawn = {tuple(reuse.sample(got, 1, random.Random(i))) for i in range(40)}
+    assert len(drawn) == 4
+
+
+def test_a_study_lists_its_records_for_later_reuse(tmp_path, reuse):
+    put_record(tmp_path / "runs", "bptt_dms_seed0", manifest=False)
+    listing = reuse.write_manifest(tmp_path)
+    assert "runs/bptt_dms_seed0/summary.json" in listing.read_text()
+    assert reuse.decide("dms", "bptt", [0], reuse.index_records(tmp_path), lambda seed: []).reuse
+
+
+# ------------------------------------------------------------------ 7. a checkpoint's config: every key
+def test_a_checkpoint_whose_config_lacks_keys_is_refused(tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+    from rulescape.checkpoint import check_checkpoint
+    from rulescape.errors import ConfigError
+    from rulescape.run import train
+    run = tmp_path / "bptt"
+    assert train(compose_config([*QUICK, "callbacks=none"]), run)["status"] == "ok"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["config"] = {"seed": 0}  # BPTT's weights, a config that says almost nothing
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    eprop = OmegaConf.to_container(compose_config([*QUICK, "callbacks=none", "rule=eprop"]), resolve=True)
+    with pytest.raises(ConfigError, match="was saved with .*<absent>"):
+        check_checkpoint(str(crafted), eprop)
