@@ -98,14 +98,17 @@ def study_tasks() -> list[str]:
 
 def check(request: StudyRequest) -> None:
     """Every value of the request, before anything runs: ConfigError (one line) on the first bad one."""
-    from modules.rules import RULES
+    from modules.rules import RULES, rule_problem
     s = request.study
     rule = request.rule
+    problem = rule_problem(rule)
+    if problem and rule in RULES or problem and not problem.startswith("unknown rule"):
+        raise ConfigError(problem)  # a duplicate name, a clash with the base class: the file(s) named
     if rule not in RULES:
         where = ("conf/rule/{0}.yaml exists but no rule named '{0}' is registered (modules/rules/{0}.py)"
                  .format(rule) if (CONF / "rule" / f"{rule}.yaml").exists() else
                  f"add modules/rules/{rule}.py and conf/rule/{rule}.yaml (docs/add-a-rule.md)")
-        raise ConfigError(f"unknown rule '{rule}'; choose one of: {', '.join(sorted(RULES))}; or {where}")
+        raise ConfigError(f"{problem}; or {where}")
     if not (CONF / "rule" / f"{rule}.yaml").exists():
         raise ConfigError(f"rule '{rule}' is registered but conf/rule/{rule}.yaml is missing: create it with "
                           f"`name: {rule}` and the rule's parameters (docs/add-a-rule.md)")
@@ -128,6 +131,8 @@ def check(request: StudyRequest) -> None:
     for arm in s["baselines"] or []:
         if arm not in options("rule"):
             raise ConfigError(f"study.baselines: unknown rule '{arm}'; choose from: {', '.join(options('rule'))}")
+        if rule_problem(arm):
+            raise ConfigError(f"study.baselines: {rule_problem(arm)}")
     for control in s["controls"] or []:
         if control not in CONTROLS:
             raise ConfigError(f"study.controls: unknown control '{control}'; choose from: {', '.join(CONTROLS)}")

@@ -298,3 +298,110 @@ def test_a_checkpoint_whose_config_lacks_keys_is_refused(tmp_path):
     eprop = OmegaConf.to_container(compose_config([*QUICK, "callbacks=none", "rule=eprop"]), resolve=True)
     with pytest.raises(ConfigError, match="was saved with .*<absent>"):
         check_checkpoint(str(crafted), eprop)
+
+
+# ------------------------------------------------------------------------- 5. the rule registry guards itself
+DUPLICATE = ("from modules.rules import register\nfrom modules.rules.eprop import EProp\n\n\n"
+             "@register\nclass MyCopy(EProp):\n    name = 'bptt'\n")
+BROKEN = "raise RuntimeError('this rule file is broken')\n"
+BUFFER_STEP = ("import torch\nfrom modules.rules import register\nfrom modules.rules.eprop import EProp\n\n\n"
+               "@register\nclass Stepper(EProp):\n    name = 'stepper'\n\n"
+               "    def __init__(self, net):\n        super().__init__(net)\n"
+               "        self.register_buffer('step', torch.zeros(()))\n")
+ATTR_STEP = ("from modules.rules import register\nfrom modules.rules.eprop import EProp\n\n\n"
+             "@register\nclass Stepper(EProp):\n    name = 'stepper'\n    step = 5\n")
+
+
+@pytest.fixture
+def registry(monkeypatch, tmp_path):
+    """The registry's tables, emptied of nothing but restored after the test; load(source) imports a rule file
+    from tmp_path as if it were in modules/rules/."""
+    import importlib.util
+
+    import modules.rules as reg
+    for table in ("RULES", "IMPORT_FAILURES", "DUPLICATES", "CLASHES"):
+        monkeypatch.setattr(reg, table, dict(getattr(reg, table)))
+
+    def load(name: str, source: str) -> None:
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"trust3_rule_{name}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    reg.load = load
+    return reg
+
+
+def test_a_duplicate_rule_name_is_one_line_naming_both_files(registry, tmp_path):
+    from rulescape.run import build_network  # noqa: F401 - the entry point's imports still work
+    registry.load("mycopy", DUPLICATE)
+    problem = registry.rule_problem("bptt")
+    assert "modules/rules/bptt.py" in problem and str(tmp_path / "mycopy.py") in problem, problem
+    with pytest.raises(registry.RuleRegistryError, match="claimed by 2 classes"):
+        registry.build_rule("bptt", None)
+    assert registry.rule_problem("eprop") is None  # the other rules keep working
+
+
+def test_a_rule_that_reuses_a_base_class_name_is_one_line_naming_its_file(registry, tmp_path):
+    registry.load("stepper_attr", ATTR_STEP)
+    assert "'step'" in registry.rule_problem("stepper") and "stepper_attr.py" in registry.rule_problem("stepper")
+    registry.CLASHES.pop("stepper")
+    registry.RULES.pop("stepper")
+    registry.load("stepper_buffer", BUFFER_STEP)  # a buffer: found when the rule is built, still one line
+    from rulescape.conformance import tiny_problem
+    net = tiny_problem(0)[0]
+    with pytest.raises(ValueError, match=r"stepper_buffer.py registers a buffer named 'step'"):
+        registry.build_rule("stepper", net)
+
+
+def test_a_rule_file_that_fails_to_import_is_named_and_the_others_keep_working(registry, tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text(BROKEN)
+    import sys as _sys
+    _sys.path.insert(0, str(tmp_path))
+    try:
+        registry.import_rules("pkg", [str(package)])
+    finally:
+        _sys.path.remove(str(tmp_path))
+        _sys.modules.pop("pkg", None)
+    assert "modules/rules/broken.py" in registry.IMPORT_FAILURES
+    problem = registry.rule_problem("broken")
+    assert "broken.py failed to import (RuntimeError: this rule file is broken)" in problem, problem
+    assert registry.rule_problem("eprop") is None
+
+
+@pytest.fixture(scope="module")
+def mini_repo(tmp_path_factory):
+    """The tracked code and configs of this checkout (no study records, no tests) in a temporary directory,
+    where a test may drop files into modules/rules/."""
+    dest = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in files.decode().split("\0"):
+        if name and not name.startswith(("docs/", "tests/")) and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def test_registry_problems_end_to_end_exit_2_naming_the_files(mini_repo, tmp_path):
+    rules = mini_repo / "modules" / "rules"
+    (rules / "mycopy.py").write_text(DUPLICATE)
+    (rules / "broken.py").write_text(BROKEN)
+    (mini_repo / "conf" / "rule" / "broken.yaml").write_text("name: broken\n")
+    try:
+        def train_here(*args):
+            return subprocess.run([sys.executable, "train.py", *QUICK, *args], cwd=mini_repo, capture_output=True,
+                                  text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        dup = train_here("rule=bptt", f"hydra.run.dir={tmp_path / 'dup'}")
+        assert dup.returncode == EXIT_CONFIG and len(dup.stderr.strip().splitlines()) == 1, dup.stderr
+        assert "modules/rules/bptt.py and modules/rules/mycopy.py" in dup.stderr, dup.stderr
+        assert not (tmp_path / "dup").exists()
+        broken = train_here("rule=broken", f"hydra.run.dir={tmp_path / 'broken'}")
+        assert broken.returncode == EXIT_CONFIG and len(broken.stderr.strip().splitlines()) == 1, broken.stderr
+        assert "modules/rules/broken.py failed to import" in broken.stderr
+        works = train_here("rule=eprop", f"hydra.run.dir={tmp_path / 'eprop'}")
+        assert works.returncode == 0, works.stderr[-2000:]
+    finally:
+        for path in (rules / "mycopy.py", rules / "broken.py", mini_repo / "conf" / "rule" / "broken.yaml"):
+            path.unlink()
