@@ -405,3 +405,41 @@ def test_registry_problems_end_to_end_exit_2_naming_the_files(mini_repo, tmp_pat
     finally:
         for path in (rules / "mycopy.py", rules / "broken.py", mini_repo / "conf" / "rule" / "broken.yaml"):
             path.unlink()
+
+
+# ------------------------------------------------------------------------------------ 8. plan.yaml's schema
+PLAN = ROOT / "docs" / "study" / "plan.yaml"
+
+
+@pytest.mark.parametrize("change,says", [
+    (("alpha: 0.05", "alpha: 1.5"), "alpha=1.5"), (("alpha: 0.05", "alpha: .nan"), "alpha=nan"),
+    (("alpha: 0.05", "alpha: abc"), "alpha='abc'"), (("lambda_ratio: 1.5", "lambda_ratio: 0.5"), "lambda_ratio"),
+    (("controls: [", "controls: 'bptt_matched*'\nold_controls: ["), "controls='bptt_matched*'"),
+    (("chance: 0.5", "chance: 2"), "chance=2"), (("gap_margin: 0.02", "gap_margin: -1"), "gap_margin=-1"),
+    (("test: spearman", "test: pearson"), "unknown test 'pearson'"),
+    (("claim: gap_more_variable", "claim: gap_wider"), "unknown claim 'gap_wider'"),
+    (("family: gap, alpha: 0.05}", "family: gap, alpha: 2}"), "alpha=2"),
+    (("any_rule:\n", "any_rule: {}\nold_any_rule:\n"), "any_rule={}")])
+def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, change, says):
+    import report
+    text = PLAN.read_text()
+    assert change[0] in text
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text.replace(change[0], change[1], 1))
+    code = report.main([str(ROOT / "tests" / "data" / "study_subset" / "runs"), "--out", str(tmp_path / "out"),
+                        "--plan", str(plan), "--no-figures"])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_CONFIG and len(err.splitlines()) == 1 and says in err, err
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_the_plan_s_claim_kinds_are_the_code_s(monkeypatch, tmp_path):
+    """A claim kind another module adds to analysis.claim_kinds is known to the plan's check at once."""
+    from analysis import claim_kinds
+    from analysis.plan import PlanError, load_plan
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.read_text().replace("claim: gap_more_variable", "claim: gap_wider", 1))
+    with pytest.raises(PlanError, match="gap_wider"):
+        load_plan(plan)
+    monkeypatch.setitem(claim_kinds.TEXT, "gap_wider", "{arm}: wider gap than {against}")
+    assert load_plan(plan).any_rule[2]["claim"] == "gap_wider"
