@@ -216,13 +216,15 @@ def rerun(run_dirs: list[Path], lanes: int, log: Path) -> dict[Path, str]:
     if not run_dirs:
         return {}
     chunks = [run_dirs[i::lanes] for i in range(lanes) if run_dirs[i::lanes]]
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tools" / "rerun_record.py"), *map(str, chunk)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    from rulescape import children  # stopped with the study on a signal
+    procs = [children.start([sys.executable, str(ROOT / "tools" / "rerun_record.py"), *map(str, chunk)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for chunk in chunks]
     outcome: dict[Path, str] = {d: "error" for d in run_dirs}
     with open(log, "a", encoding="utf-8") as out:
         for proc in procs:
             text, _ = proc.communicate()
+            children.wait(proc)
             out.write(text)
             for line in text.splitlines():
                 word, _, rest = line.strip().partition(" ")

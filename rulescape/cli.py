@@ -4,7 +4,9 @@ malformed override, an unwritable or over-long run directory and (for a single r
 instead of Hydra's multi-line error or a traceback."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,6 +81,26 @@ def check_keys(argv: list[str]) -> str | None:
             keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
             return f"error: unknown config key '{key}'; {parent} has: {keys}"
     return None
+
+
+UNQUOTED = re.compile(r"^[A-Za-z0-9_\-+./:@%*?|~]+$")  # what Hydra's override grammar reads unquoted
+
+
+def hydra_quote(value) -> str:
+    """value as Hydra's override grammar reads it back unchanged: as is where it may stand unquoted, else in
+    single quotes (a non-ASCII or spaced run directory, a quote, an interpolation-like ${...})."""
+    text = str(value)
+    if UNQUOTED.match(text) and "${" not in text:
+        return text
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)  # backslashes before a quote doubled
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)  # and at the end
+    return "'" + text.replace("${", "\\${") + "'"
+
+
+def override(key: str, value) -> str:
+    """`key=value` for a shell: Hydra-quoted, then shell-quoted."""
+    import shlex
+    return shlex.quote(f"{key}={hydra_quote(value)}")
 
 
 def one_line(text: str) -> str:
@@ -160,10 +182,25 @@ def run_dir_problem(hydra_cfg, name: str = "hydra.run.dir") -> str | None:
     if not existing.is_dir():
         return f"error: {name}={run_dir}: cannot create it ({existing} is not a directory)"
     try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
-        os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
+        probe = tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing)
     except OSError as err:
         return f"error: {name}={run_dir}: cannot create it in {existing} ({err.strerror})"
+    try:  # room for Hydra's own files (.hydra/*.yaml, its log): a full disk is one line here, not its traceback
+        with open(os.path.join(probe, "probe"), "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return f"error: {name}={run_dir}: cannot write files in {existing} ({err.strerror})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(probe, "probe"))
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
     return None
+
+
+PROBE_BYTES = 64 * 1024  # more than Hydra writes before a run starts (config, hydra, overrides yaml and its log)
 
 
 OTHER_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")

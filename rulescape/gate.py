@@ -120,6 +120,8 @@ def check_hydra(hydra: dict) -> None:
             if key in CLASS_KEYS and path != f"hydra.{part}._target_":
                 raise refuse(path, value, f"hydra.{part} names one class, at its top")
     launcher = hydra.get("launcher") or {}
+    if launcher.get("_target_") == LAUNCHERS[0]:  # rulescape's own: its values, before Hydra builds it
+        check_rulescape_launcher(launcher)
     for key in COMMAND_KEYS:
         if launcher.get(key):
             raise refuse(f"hydra.launcher.{key}", launcher[key], "a launcher key that runs commands must stay "
@@ -144,6 +146,21 @@ def check_hydra(hydra: dict) -> None:
     subdir = hydra.get("output_subdir")
     if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
         raise refuse("hydra.output_subdir", subdir, "a relative path inside the run directory (or null)")
+
+
+def check_rulescape_launcher(launcher: dict) -> None:
+    """hydra/launcher=rulescape's keys (conf/hydra/launcher/rulescape.yaml): n_jobs an integer, stop_grace_s
+    a finite number >= 0, skip_finished and preload true or false."""
+    import math
+    n_jobs, grace = launcher.get("n_jobs", 2), launcher.get("stop_grace_s", 300)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
+        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is not allowed; an integer (jobs at a time; <= 0: one "
+                          "per CPU core)")
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) or grace < 0:
+        raise ConfigError(f"hydra.launcher.stop_grace_s={grace!r} is not allowed; a finite number of seconds >= 0")
+    for key in ("skip_finished", "preload"):
+        if not isinstance(launcher.get(key, True), bool):
+            raise ConfigError(f"hydra.launcher.{key}={launcher[key]!r} is not allowed; true or false")
 
 
 def config_problem(cfg, where: str = "config") -> str | None:

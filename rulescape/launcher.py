@@ -126,6 +126,10 @@ def run_one(conn, parent_pid: int, num: int, overrides, hydra_context, config, t
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     except KeyboardInterrupt:  # stopped outside the task (train.py records its own): the sweep records it
         os._exit(EXIT_INTERRUPTED)
+    except OSError as err:  # Hydra's own writes (<job dir>/.hydra, its log): a full disk, an unwritable place
+        print(f"error: job {num}: Hydra could not write its files ({err.strerror or err}: "
+              f"{err.filename or ''})".replace(": )", ")"), file=sys.stderr, flush=True)
+        os._exit(1)  # the sweep writes the job's record where it can (collect)
     try:
         conn.send(ret)
     except Exception:  # noqa: BLE001 - an unpicklable return: the sweep reads the record instead
@@ -136,12 +140,13 @@ def run_one(conn, parent_pid: int, num: int, overrides, hydra_context, config, t
 
 def resume_command(job: Job) -> str:
     """The command that continues an interrupted job in its directory, or runs a job never started."""
-    args = [o for o in filter_overrides(job.overrides) if not o.startswith(("ckpt_path=", "hydra."))]
+    from rulescape.cli import override
+    args = [shlex.quote(o) for o in filter_overrides(job.overrides) if not o.startswith(("ckpt_path=", "hydra."))]
     ckpt = job.out_dir / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
-        args.append(f"ckpt_path={ckpt}")
-    args.append(f"hydra.run.dir={job.out_dir}")
-    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+        args.append(override("ckpt_path", ckpt))
+    args.append(override("hydra.run.dir", job.out_dir))  # Hydra-quoted: a non-ASCII or spaced directory
+    return "python train.py " + " ".join(args)
 
 
 def preload_training_code() -> None:
@@ -429,9 +434,11 @@ class JobLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         jobs = self.plan(job_overrides, initial_job_idx)
+        from rulescape.cli import path_too_long
         from rulescape.gate import config_problem
         for job in jobs:  # the gate again, on the configs the jobs will run: before any directory is made
-            problem = config_problem(job.cfg, f"sweep job {job.num} ({' '.join(filter_overrides(job.overrides))})")
+            where = f"sweep job {job.num} ({' '.join(filter_overrides(job.overrides))})"
+            problem = config_problem(job.cfg, where) or path_too_long(f"{where}: its directory", job.out_dir)
             if problem:
                 print(problem, file=sys.stderr, flush=True)
                 sys.exit(EXIT_CONFIG)

@@ -120,8 +120,9 @@ def resume_command(out_dir: Path) -> str:
                          if not o.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.sweep."))]
     except Exception:  # noqa: BLE001 - without Hydra the bare command still resumes
         pass
-    args = [*overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={out_dir}"]
-    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+    from rulescape.cli import override  # the paths Hydra-quoted (a non-ASCII or spaced run dir), then for a shell
+    return "python train.py " + " ".join([*(shlex.quote(o) for o in overrides), override("ckpt_path", ckpt),
+                                          override("hydra.run.dir", out_dir)])
 
 
 def one_line(err: BaseException) -> str:

@@ -18,11 +18,13 @@ STATUSES = ("ok", "diverged", "failed", "interrupted")
 
 
 def mean_std(values: list) -> str:
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if not values:
         return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3g} ± {std:.2g}"
+    scale = max(abs(v) for v in values) or 1.0  # computed on values / scale: 1e308 +- ... never overflows to inf
+    scaled = [v / scale for v in values]
+    std = statistics.stdev(scaled) * scale if len(values) > 1 else 0.0
+    return f"{statistics.fmean(scaled) * scale:.3g} ± {std:.2g}"
 
 
 def read_records(sweep_dir: Path) -> list[tuple[Path, dict]]:

@@ -443,3 +443,187 @@ def test_the_plan_s_claim_kinds_are_the_code_s(monkeypatch, tmp_path):
         load_plan(plan)
     monkeypatch.setitem(claim_kinds.TEXT, "gap_wider", "{arm}: wider gap than {against}")
     assert load_plan(plan).any_rule[2]["claim"] == "gap_wider"
+
+
+# ------------------------------------------------------------------------ 6. study.py: signals and resume
+def test_a_re_run_of_the_same_study_resumes_and_another_study_is_refused(tmp_path):
+    from rulescape.errors import ConfigError
+    from rulescape.study_runner import MARKER, check_out, identity, parse
+    out = tmp_path / "study"
+    request = parse(["rule=eprop", "study.smoke=true", f"study.out={out}"])
+    request.out = out
+    check_out(request)
+    assert not request.resume  # a new directory
+    out.mkdir()
+    (out / "logs").mkdir()
+    with pytest.raises(ConfigError, match="is not empty"):
+        check_out(request)  # someone else's directory
+    (out / MARKER).write_text(json.dumps(identity(request)))
+    check_out(request)
+    assert request.resume
+    other = parse(["rule=eprop", "study.smoke=true", "study.seeds=4", f"study.out={out}"])
+    other.out = out
+    with pytest.raises(ConfigError, match="holds another study"):
+        check_out(other)
+
+
+def test_a_bad_plan_stops_the_study_before_anything_runs(tmp_path, monkeypatch, capsys):
+    import analysis.plan
+    from rulescape.study_runner import main
+    bad = tmp_path / "plan.yaml"
+    bad.write_text(PLAN.read_text().replace("alpha: 0.05", "alpha: abc", 1))
+    monkeypatch.setattr(analysis.plan, "DEFAULT_PLAN", bad)
+    assert main(["rule=eprop", "study.smoke=true", f"study.out={tmp_path / 'out'}"]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "alpha='abc'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_signal_reaches_the_study_s_children_once_and_nothing_new_starts():
+    import signal
+
+    from rulescape import children
+    children.reset()
+    previous = children.install()
+    try:
+        proc = children.start([sys.executable, "-c", "import time; time.sleep(60)"])
+        os.kill(os.getpid(), signal.SIGINT)  # the children's group gets one SIGINT; no KeyboardInterrupt here
+        assert children.wait(proc) == -signal.SIGINT
+        assert children.stopping() and children.call([sys.executable, "-c", "pass"]) == 130
+        with pytest.raises(KeyboardInterrupt):  # no child left: the signal stops the study's own work
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        children.restore(previous)
+        children.reset()
+
+
+@pytest.mark.slow
+def test_study_sigint_stops_its_sweeps_and_the_same_command_resumes(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "study"
+    cmd = [sys.executable, "study.py", "rule=eprop", "study.smoke=true", "study.tasks=[dms]", "study.baselines=[]",
+           "study.controls=[]", f"study.out={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/lane*/*/.hydra")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and "the same command resumes it" in err, err
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not left, left  # no sweep or job keeps writing records
+    statuses = [json.loads(p.read_text())["status"] for p in out.rglob("runs/**/summary.json")]
+    assert statuses and "ok" not in statuses or set(statuses) <= {"ok", "interrupted"}, statuses
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed" in again.stdout
+    assert {json.loads(p.read_text())["status"] for p in out.rglob("runs/**/summary.json")} == {"ok"}
+
+
+# ------------------------------------------------------------------------------ 10. Hydra's own writes
+def test_a_disk_that_cannot_take_hydra_s_files_is_one_line_and_no_directory(tmp_path):
+    import resource
+    import signal
+
+    def small_files():  # every write past 3000 bytes fails (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "train.py", *QUICK, f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True,
+                         text=True, preexec_fn=small_files, timeout=180)
+    assert out.returncode == EXIT_CONFIG, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "cannot write files" in out.stderr, out.stderr
+    assert not run.exists()  # Hydra never began its half-written .hydra/config.yaml
+
+
+@pytest.mark.parametrize("value", ["abc", "true", "1.5"])
+def test_a_bad_launcher_value_is_one_line(value):
+    problem = preflight(["-m", f"hydra.launcher.n_jobs={value}"])
+    assert problem and problem.startswith("error: hydra.launcher.n_jobs=") and "\n" not in problem, problem
+
+
+def test_a_job_directory_name_over_255_bytes_is_one_line_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=" + "x" * 300)
+    assert out.returncode == EXIT_CONFIG, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "too long" in out.stderr, out.stderr
+    assert not [p for p in sweep.iterdir() if p.is_dir()] if sweep.exists() else True
+
+
+# --------------------------------------------------------------------------------------- 11. the small ones
+@pytest.mark.parametrize("argv,says", [
+    (["model.hidden_size=1", "model.dale=true"], "every cell type needs a unit"),
+    (["task=neurogym", "+task.kwargs.timing.delay=100000000"], "a trial of 1e+06 time steps")])
+def test_small_values_that_used_to_run_or_be_killed_are_refused(argv, says):
+    problem = preflight(argv)
+    assert problem and says in problem and "\n" not in problem, problem
+
+
+def test_a_rule_parameter_of_inf_is_refused():
+    """bptt_noise's e_ratio is a YAML key no dataclass declares (accepted untyped): inf used to run and
+    diverge at step 0."""
+    problem = preflight(["rule=bptt_noise", "rule.e_ratio=inf"])
+    assert problem == "error: rule.e_ratio=inf is not allowed; every number must be finite", problem
+
+
+def test_the_printed_resume_line_reads_back_for_a_non_ascii_run_dir(tmp_path):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rulescape.launcher import Job, resume_command
+    out_dir = tmp_path / "läufe mit 'Leer'zeichen"
+    line = resume_command(Job(0, ["rule=eprop"], out_dir, {}))
+    args = shlex.split(line)[2:]
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
+    assert parsed["hydra.run.dir"] == str(out_dir) and parsed["rule"] == "eprop"
+
+
+def test_sweep_table_means_of_huge_values_stay_finite():
+    from rulescape.sweep_summary import mean_std
+    assert "inf" not in mean_std([1e308, 1e308]) and "inf" not in mean_std([1e308, -1e308, 1e308])
+
+
+def rerun_refuses(tmp_path, capsys, monkeypatch, record: dict, says: str) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import rerun_record
+    import rulescape.run
+    monkeypatch.setattr(rulescape.run, "train", lambda *a, **k: pytest.fail("trained"))
+    run = tmp_path / "crafted"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(record))
+    assert rerun_record.main([str(run)]) == EXIT_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+
+
+@pytest.fixture(scope="module")
+def quick_record(tmp_path_factory) -> dict:
+    from conftest import compose_config
+    from rulescape.run import train
+    run = tmp_path_factory.mktemp("record") / "run"
+    assert train(compose_config([*QUICK, "callbacks=none"]), run)["status"] == "ok"
+    return json.loads((run / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("missing", ["history", "curvature"])
+def test_rerun_of_a_record_lacking_what_it_compares_is_one_line_before_training(tmp_path, capsys, monkeypatch,
+                                                                                quick_record, missing):
+    record = json.loads(json.dumps(quick_record))
+    if missing == "history":
+        del record["history"]
+    else:
+        del record["config"]["curvature"]
+    rerun_refuses(tmp_path, capsys, monkeypatch, record, missing)
+
+
+# ------------------------------------------------------------ 12. records' interpolations never resolved
+def test_an_interpolation_in_a_record_is_refused_not_resolved(tmp_path, capsys, monkeypatch, quick_record):
+    monkeypatch.setenv("SECRET_TOKEN", "s3cr3t")
+    record = json.loads(json.dumps(quick_record))
+    record["config"]["task"]["note"] = "${oc.env:SECRET_TOKEN}"
+    rerun_refuses(tmp_path, capsys, monkeypatch, record, "task.note='${oc.env:SECRET_TOKEN}' is refused")
+    assert "s3cr3t" not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
