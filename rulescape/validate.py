@@ -60,8 +60,8 @@ def validate(cfg: DictConfig) -> None:
         check_env_keywords(cfg.task)
     check_finite(cfg)
     check_cell_types(cfg)
-    check_trial_length(cfg)
     check_memory(cfg)
+    check_trial_length(cfg)
 
 
 def check_finite(cfg) -> None:

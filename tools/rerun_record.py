@@ -84,6 +84,8 @@ def read_config(run_dir: Path) -> tuple[dict, dict]:
         raise ConfigError(f"{path}: config.{interpolated[0]}={interpolated[1]!r} is refused: a record's config is "
                           "resolved, and an interpolation in it would be resolved against this machine's "
                           "environment")
+    if follows_other_runs(config):  # skipped, never rerun
+        return record, config
     if not isinstance(record.get("history"), dict):
         raise ConfigError(f"{path} has no history (the rerun is compared with it)")
     tol = (config.get("curvature") or {}).get("tol") if isinstance(config.get("curvature"), dict) else None
