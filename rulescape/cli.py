@@ -250,12 +250,11 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
         with open_dict(composed):
             del composed["hydra"]
         try:
-            import modules.rules as registry
-            name = OmegaConf.select(composed, "rule.name", default=None)
+            from modules.rules import registry_problem
             # a duplicate name, a clash with the base class, or a rule file that failed to import: its file(s)
-            if isinstance(name, str) and (name not in registry.RULES and registry.IMPORT_FAILURES
-                                          or name in registry.DUPLICATES or name in registry.CLASHES):
-                return f"error: {registry.rule_problem(name)}"
+            problem = registry_problem(OmegaConf.select(composed, "rule.name", default=None))
+            if problem:
+                return f"error: {problem}"
             cfg = check_schema(composed)
             validate(cfg)
             settle(cfg)

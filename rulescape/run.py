@@ -30,7 +30,7 @@ from datamodules import build_datamodule
 from modules.lit_module import Diverged, RuleModule, build_optimizer
 from modules.objective import Objective
 from modules.rnn import RateRNN
-from modules.rules import build_rule
+from modules.rules import build_rule, registry_problem
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
 from rulescape.loggers import build_loggers, close_loggers
@@ -217,6 +217,9 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
 
     try:
         check_targets(OmegaConf.to_container(cfg, resolve=True))  # first: nothing below instantiates a stranger
+        problem = registry_problem(OmegaConf.select(cfg, "rule.name", default=None))
+        if problem:  # two classes claim the name, a base-class clash, a rule file that failed to import
+            raise ConfigError(problem)
         cfg = check_schema(cfg)
         validate(cfg)
         for note in settle(cfg):

@@ -339,6 +339,11 @@ def test_a_duplicate_rule_name_is_one_line_naming_both_files(registry, tmp_path)
     with pytest.raises(registry.RuleRegistryError, match="claimed by 2 classes"):
         registry.build_rule("bptt", None)
     assert registry.rule_problem("eprop") is None  # the other rules keep working
+    from conftest import compose_config
+    from rulescape.errors import ConfigError
+    from rulescape.run import train
+    with pytest.raises(ConfigError, match="claimed by 2 classes"):  # a sweep's job names the files too
+        train(compose_config([*QUICK, "rule=bptt"]), tmp_path / "job")
 
 
 def test_a_rule_that_reuses_a_base_class_name_is_one_line_naming_its_file(registry, tmp_path):

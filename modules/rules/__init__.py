@@ -86,6 +86,15 @@ def rule_problem(name: str) -> str | None:
     return None
 
 
+def registry_problem(name) -> str | None:
+    """rule_problem for a name the registry cannot use for a reason other than being unknown: two classes
+    claim it, it clashes with the base class, or (unknown) a rule file failed to import. None otherwise, also
+    for a plainly unknown name (the config's schema names the choices)."""
+    if isinstance(name, str) and (name in DUPLICATES or name in CLASHES or name not in RULES and IMPORT_FAILURES):
+        return rule_problem(name)
+    return None
+
+
 def build_rule(name: str, net, **params) -> Rule:
     """Instantiate the rule called `name` for network `net`, with its config parameters."""
     problem = rule_problem(name)
