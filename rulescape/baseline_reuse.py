@@ -66,6 +66,9 @@ def index_records(root: Path) -> dict[str, list[Path]]:
     index: dict[str, list[Path]] = {}
     for p in sorted(root.rglob("summary.json")):
         index.setdefault(p.parent.name, []).append(p.parent)
+    for p in sorted(root.rglob("*")):  # rglob does not enter symlinked directories: listed, to be refused aloud
+        if p.is_symlink() and p.is_dir() and p not in index.get(p.name, []):
+            index.setdefault(p.name, []).append(p)
     return index
 
 
@@ -139,6 +142,8 @@ def check_record(run_dir: Path, seed: int, want: dict) -> str | None:
     """Why the record in run_dir cannot stand for this study's run of that seed, or None when it can."""
     from rulescape.checkpoint import config_mismatch, flat
     path = run_dir / "summary.json"
+    if run_dir.is_symlink():
+        return f"seed {seed}: {run_dir} is a symlinked directory (records are read from regular files only)"
     try:
         data = read_regular(path)
         record = json.loads(data)

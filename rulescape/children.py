@@ -15,8 +15,9 @@ import subprocess
 import threading
 import time
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the handler may run in the main thread while it holds the lock
 _running: list[subprocess.Popen] = []
+_signalled: set[int] = set()  # pids that got their SIGINT
 signals: list[int] = []
 
 
@@ -57,12 +58,13 @@ def call(cmd: list[str], **kwargs) -> int:
 
 def forward(sig: int = signal.SIGINT) -> int:
     """Send sig to every running child's process group; how many there were."""
+    import os
     with _lock:
         procs = list(_running)
     for proc in procs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            import os
             os.killpg(proc.pid, sig)
+        _signalled.add(proc.pid)
     return len(procs)
 
 
@@ -88,12 +90,18 @@ def stop_all(grace_s: float = 300.0) -> None:
     if not signals:
         signals.append(signal.SIGINT)
         forward(signal.SIGINT)
+    import os
     deadline = time.monotonic() + grace_s
     while True:
         with _lock:
             procs = [p for p in _running if p.poll() is None]
         if not procs:
             return
+        for proc in procs:  # one started just as the signal came: its SIGINT now
+            if proc.pid not in _signalled:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGINT)
+                _signalled.add(proc.pid)
         if time.monotonic() > deadline:
             forward(signal.SIGKILL)
         time.sleep(0.2)
@@ -104,3 +112,4 @@ def reset() -> None:
     with _lock:
         signals.clear()
         _running.clear()
+        _signalled.clear()

@@ -206,7 +206,7 @@ def reuse(monkeypatch):
     ("empty_config", "holds no config"), ("missing_group", "model.hidden_size"), ("diverged", "status diverged"),
     ("unknown_commit", "unknown commit"), ("foreign_commit", "not in this checkout's history"),
     ("unlisted", "neither committed in git nor listed"), ("changed_after_listing", "differs from the SHA-256"),
-    ("fifo", "not a regular file"), ("symlink", "not a regular file")])
+    ("fifo", "not a regular file"), ("symlink", "not a regular file"), ("symlinked_dir", "symlinked directory")])
 def test_a_record_that_cannot_be_vouched_for_is_not_reused(tmp_path, reuse, how, says):
     import signal
     root = tmp_path / "baselines"
@@ -223,6 +223,9 @@ def test_a_record_that_cannot_be_vouched_for_is_not_reused(tmp_path, reuse, how,
     elif how == "symlink":
         summary.rename(tmp_path / "elsewhere.json")
         summary.symlink_to(tmp_path / "elsewhere.json")
+    elif how == "symlinked_dir":  # used to be skipped without a word ("no record for seed 0")
+        run.rename(tmp_path / "elsewhere")
+        run.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     signal.alarm(20)  # a FIFO read would block forever
     try:
         got = reuse.decide("dms", "bptt", [0], reuse.index_records(root), lambda seed: [])
