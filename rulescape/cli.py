@@ -1,7 +1,9 @@
 """The command line before Hydra sees it: `usage` (train.py --help) and `preflight`, the checks that happen
-before Hydra creates a run directory: an unknown option of a config group (`rule=foo`), an unknown key, a
-malformed override, an unwritable or over-long run directory and (for a single run) every value get one line
-instead of Hydra's multi-line error or a traceback."""
+before Hydra creates a run directory. First the gate (rulescape/gate.py: nothing Hydra or the run would
+build may lie outside the allow-list, whatever file, interpolation or sweep value it comes from); then an
+unknown option of a config group (`rule=foo`), an unknown key, a malformed override, an unwritable, full or
+over-long run directory and (for a single run) every value get one line instead of Hydra's multi-line error
+or a traceback."""
 from __future__ import annotations
 
 import contextlib
