@@ -392,6 +392,7 @@ def mini_repo(tmp_path_factory):
     return dest
 
 
+@pytest.mark.slow  # three train.py processes; the tests above check the same in-process
 def test_registry_problems_end_to_end_exit_2_naming_the_files(mini_repo, tmp_path):
     rules = mini_repo / "modules" / "rules"
     (rules / "mycopy.py").write_text(DUPLICATE)
