@@ -636,3 +636,20 @@ def test_an_interpolation_in_a_record_is_refused_not_resolved(tmp_path, capsys, 
     record["config"]["task"]["note"] = "${oc.env:SECRET_TOKEN}"
     rerun_refuses(tmp_path, capsys, monkeypatch, record, "task.note='${oc.env:SECRET_TOKEN}' is refused")
     assert "s3cr3t" not in "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_a_control_following_a_diverged_run_says_so(tmp_path):
+    """study.py's step-matched control used to follow a diverged rule's rho history without a word."""
+    from modules.rules import build_rule
+    from rulescape.conformance import tiny_problem
+    followed = tmp_path / "eprop"
+    followed.mkdir()
+    record = {"status": "diverged", "rho_mean": 0.7, "history": {"rho": [[0, 0.7], [5, 0.6]]}}
+    (followed / "summary.json").write_text(json.dumps(record))
+    net = tiny_problem(0)[0]
+    for mode in ("mean", "history"):
+        rule = build_rule("bptt_scaled", net, rho_from=str(followed), rho_mode=mode)
+        assert any("ended 'diverged'" in w for w in rule.warnings), rule.warnings
+    record["status"] = "ok"
+    (followed / "summary.json").write_text(json.dumps(record))
+    assert build_rule("bptt_scaled", net, rho_from=str(followed)).warnings == []
