@@ -10,8 +10,8 @@ control (any rule name at all), then the controls' exploratory claims.
 from __future__ import annotations
 
 import fnmatch
-
 import hashlib
+import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,8 @@ import yaml
 from analysis.hypothesis import TESTS
 
 DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "docs" / "study" / "plan.yaml"
-KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent", "lambda_higher", "lambda_higher_at_equal_steps",
-         "lambda_equivalent", "lambda_follows_rho", "gap_lambda_correlation")
+PAIRINGS = ("seed", "none")
+ALTERNATIVES = ("greater", "less", "two-sided", "equivalent")
 # classification chance levels by task when the plan does not state one (1 / number of classes)
 KNOWN_CHANCE = {"dms": 0.5, "seqmnist": 0.1}
 
@@ -122,21 +122,87 @@ class Plan:
                     primary=primary)
 
 
+def known_kinds() -> tuple[str, ...]:
+    """The claim kinds the code can evaluate: analysis.claim_kinds' registry (its KINDS where it has one, else
+    the kinds it has a sentence for, TEXT), never a list kept here."""
+    from analysis import claim_kinds
+    kinds = getattr(claim_kinds, "KINDS", None) or getattr(claim_kinds, "TEXT", {})
+    return tuple(kinds)
+
+
+def _number(value, where: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+    """A finite number in the range (bools and strings are not numbers); PlanError naming it otherwise."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        raise PlanError(f"{where}={value!r} is refused; a finite number in {shown}")
+    return float(value)
+
+
+def _text(value, where: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise PlanError(f"{where}={value!r} is refused; a name (a non-empty string)")
+
+
 def _check_spec(d, where: str, need_arm: bool) -> None:
     if not isinstance(d, dict):
         raise PlanError(f"{where}: a claim must be a mapping, got {d!r}")
     for key in ("claim", "test") + (("arm",) if need_arm else ()):
         if key not in d:
             raise PlanError(f"{where}: claim {d} has no {key!r}")
-    if d["claim"] not in KINDS:
-        raise PlanError(f"{where}: unknown claim {d['claim']!r}; allowed: {', '.join(KINDS)}")
+    kinds = known_kinds()
+    if d["claim"] not in kinds:
+        raise PlanError(f"{where}: unknown claim {d['claim']!r}; allowed: {', '.join(kinds)}")
     if d["test"] not in TESTS:
         raise PlanError(f"{where}: unknown test {d['test']!r}; allowed: {', '.join(TESTS)}")
-    if d.get("pairing", "none") not in ("seed", "none"):
-        raise PlanError(f"{where}: pairing {d.get('pairing')!r}; allowed: seed, none")
-    if d.get("alternative", "greater") not in ("greater", "less", "two-sided", "equivalent"):
-        raise PlanError(f"{where}: alternative {d.get('alternative')!r}; allowed: greater, less, two-sided, "
-                        "equivalent")
+    if d.get("pairing", "none") not in PAIRINGS:
+        raise PlanError(f"{where}: pairing {d.get('pairing')!r}; allowed: {', '.join(PAIRINGS)}")
+    if d.get("alternative", "greater") not in ALTERNATIVES:
+        raise PlanError(f"{where}: alternative {d.get('alternative')!r}; allowed: {', '.join(ALTERNATIVES)}")
+    if "arm" in d:
+        _text(d["arm"], f"{where}.arm")
+    _text(d.get("against"), f"{where}.against", optional=True)
+    if "family" in d and (isinstance(d["family"], (dict, list, bool)) or d["family"] is None):
+        raise PlanError(f"{where}.family={d['family']!r} is refused; a name")
+    if "alpha" in d:
+        _number(d["alpha"], f"{where}.alpha", 0, 1, low_open=True, high_open=True)
+
+
+def _check_top(raw: dict) -> None:
+    """Types and ranges of the plan's own keys (a claim's: _check_spec)."""
+    if "alpha" in raw:
+        _number(raw["alpha"], "alpha", 0, 1, low_open=True, high_open=True)
+    if "learned_margin" in raw:
+        _number(raw["learned_margin"], "learned_margin", 0, 1)
+    if "lambda_ratio" in raw:
+        _number(raw["lambda_ratio"], "lambda_ratio", 1, math.inf, low_open=True, high_open=True)
+    if "reference" in raw:
+        _text(raw["reference"], "reference")
+    controls = raw.get("controls")
+    if controls is not None and (not isinstance(controls, list) or not all(isinstance(c, str) and c for c in controls)):
+        raise PlanError(f"controls={controls!r} is refused; a list of arm names or globs, e.g. [bptt_matched, "
+                        "bptt_matched_*]")
+    if "min_n" in raw and (isinstance(raw["min_n"], bool) or not isinstance(raw["min_n"], int) or raw["min_n"] < 1):
+        raise PlanError(f"min_n={raw['min_n']!r} is refused; an integer >= 1 (runs or pairs a claim needs)")
+    for key in ("any_rule", "exploratory", "rule_controls"):
+        if raw.get(key) is not None and not isinstance(raw[key], list):
+            raise PlanError(f"{key}={raw[key]!r} is refused; a list of claims")
+    tasks = raw.get("tasks")
+    if tasks is not None and not isinstance(tasks, dict):
+        raise PlanError(f"tasks={tasks!r} is refused; a mapping of task name to its entry")
+    for name, task in (tasks or {}).items():
+        if not isinstance(task, dict):
+            raise PlanError(f"plan task {name!r} is not a mapping")
+        if task.get("chance") is not None:
+            _number(task["chance"], f"tasks.{name}.chance", 0, 1)
+        if task.get("learned_margin") is not None:
+            _number(task["learned_margin"], f"tasks.{name}.learned_margin", 0, 1)
+        if task.get("gap_margin") is not None:
+            _number(task["gap_margin"], f"tasks.{name}.gap_margin", 0, math.inf, low_open=True, high_open=True)
+        if task.get("primary") is not None and not isinstance(task["primary"], list):
+            raise PlanError(f"tasks.{name}.primary={task['primary']!r} is refused; a list of claims")
 
 
 def load_plan(path: str | Path = DEFAULT_PLAN) -> Plan:
@@ -150,9 +216,11 @@ def load_plan(path: str | Path = DEFAULT_PLAN) -> Plan:
         raise PlanError(f"the analysis plan {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(raw, dict):
         raise PlanError(f"the analysis plan {path} is not a mapping")
+    try:
+        _check_top(raw)
+    except PlanError as err:
+        raise PlanError(f"the analysis plan {path}: {err}") from None
     for name, task in (raw.get("tasks") or {}).items():
-        if not isinstance(task, dict):
-            raise PlanError(f"plan task {name!r} is not a mapping")
         primary = task.get("primary") or []
         for d in primary:
             _check_spec(d, f"tasks.{name}.primary", True)

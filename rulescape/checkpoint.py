@@ -94,6 +94,28 @@ def flat(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def may_differ(key: str, keys) -> bool:
+    """Whether a flat key is one of keys or lies below one of them."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def config_mismatch(mine: dict, theirs: dict, may_change=()) -> str | None:
+    """The first flat key (kind of run first: rule, task, network; then top-level keys before nested ones)
+    whose value differs between two configs, a key only one of them has included; keys in may_change (and
+    below them) aside. None when they agree."""
+    a, b = flat(mine), flat(theirs)
+    kind = ("rule.name", "task.name", "model.hidden_size", "model.dale", "float64")
+    for key in sorted(set(a) | set(b), key=lambda k: (k not in kind, k.count("."), k)):
+        if may_differ(key, may_change):
+            continue
+        if key not in a or key not in b or a[key] != b[key] or type(a[key]) is not type(b[key]):
+            if isinstance(a.get(key), (int, float)) and isinstance(b.get(key), (int, float)) \
+                    and not isinstance(a.get(key), bool) and not isinstance(b.get(key), bool) and a[key] == b[key]:
+                continue  # 1 and 1.0: one number
+            return key
+    return None
+
+
 def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -201,15 +223,12 @@ def check_checkpoint(path: str | None, config: dict, module=None) -> dict | None
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not isinstance(saved, dict) or not saved:
         raise ConfigError(f"ckpt_path={path!r} is not a rulescape checkpoint (it stores no run config)")
-    mine, theirs = flat(config), flat(saved)
-    # what kind of run it is first (rule, task, network), then top-level keys (seed) before task.seed
-    kind = ("rule.name", "task.name", "model.hidden_size", "model.dale", "float64")
-    for key in sorted(theirs, key=lambda k: (k not in kind, k.count("."), k)):
-        if key.split(".")[0] in RESUME_MAY_CHANGE or key in RESUME_MAY_CHANGE or key not in mine:
-            continue
-        if mine[key] != theirs[key]:
-            raise ConfigError(f"ckpt_path={path!r} was saved with {key}={theirs[key]!r} but this run has "
-                              f"{key}={mine[key]!r}; a resumed run keeps its {key} (start a new run to change it)")
+    key = config_mismatch(config, saved, RESUME_MAY_CHANGE)
+    if key is not None:
+        mine, theirs = flat(config), flat(saved)
+        raise ConfigError(f"ckpt_path={path!r} was saved with {key}={theirs.get(key, '<absent>')!r} but this run "
+                          f"has {key}={mine.get(key, '<absent>')!r}; a resumed run keeps its {key} "
+                          "(start a new run to change it)")
     step = ckpt.get("global_step", 0)
     max_steps = flat(config).get("trainer.max_steps")
     if isinstance(max_steps, int) and isinstance(step, int) and 0 < max_steps < step:

@@ -1,10 +1,14 @@
 """The command line before Hydra sees it: `usage` (train.py --help) and `preflight`, the checks that happen
-before Hydra creates a run directory: an unknown option of a config group (`rule=foo`), an unknown key, a
-malformed override, an unwritable or over-long run directory and (for a single run) every value get one line
-instead of Hydra's multi-line error or a traceback."""
+before Hydra creates a run directory. First the gate (rulescape/gate.py: nothing Hydra or the run would
+build may lie outside the allow-list, whatever file, interpolation or sweep value it comes from); then an
+unknown option of a config group (`rule=foo`), an unknown key, a malformed override, an unwritable, full or
+over-long run directory and (for a single run) every value get one line instead of Hydra's multi-line error
+or a traceback."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,6 +83,26 @@ def check_keys(argv: list[str]) -> str | None:
             keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(no such section)"
             return f"error: unknown config key '{key}'; {parent} has: {keys}"
     return None
+
+
+UNQUOTED = re.compile(r"^[A-Za-z0-9_\-+./:@%*?|~]+$")  # what Hydra's override grammar reads unquoted
+
+
+def hydra_quote(value) -> str:
+    """value as Hydra's override grammar reads it back unchanged: as is where it may stand unquoted, else in
+    single quotes (a non-ASCII or spaced run directory, a quote, an interpolation-like ${...})."""
+    text = str(value)
+    if UNQUOTED.match(text) and "${" not in text:
+        return text
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)  # backslashes before a quote doubled
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)  # and at the end
+    return "'" + text.replace("${", "\\${") + "'"
+
+
+def override(key: str, value) -> str:
+    """`key=value` for a shell: Hydra-quoted, then shell-quoted."""
+    import shlex
+    return shlex.quote(f"{key}={hydra_quote(value)}")
 
 
 def one_line(text: str) -> str:
@@ -160,10 +184,25 @@ def run_dir_problem(hydra_cfg, name: str = "hydra.run.dir") -> str | None:
     if not existing.is_dir():
         return f"error: {name}={run_dir}: cannot create it ({existing} is not a directory)"
     try:  # a real attempt: permissions, read-only mounts and root all answer truthfully
-        os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
+        probe = tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing)
     except OSError as err:
         return f"error: {name}={run_dir}: cannot create it in {existing} ({err.strerror})"
+    try:  # room for Hydra's own files (.hydra/*.yaml, its log): a full disk is one line here, not its traceback
+        with open(os.path.join(probe, "probe"), "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return f"error: {name}={run_dir}: cannot write files in {existing} ({err.strerror})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(probe, "probe"))
+        with contextlib.suppress(OSError):
+            os.rmdir(probe)
     return None
+
+
+PROBE_BYTES = 64 * 1024  # more than Hydra writes before a run starts (config, hydra, overrides yaml and its log)
 
 
 OTHER_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
@@ -178,8 +217,12 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem = check_group_overrides(argv)
     if problem:
         return problem
+    from rulescape.gate import gate
+    gated = gate(argv)  # everything Hydra would build, composed as Hydra composes it, before it builds any
+    if gated and not gated.startswith("error: cannot compose"):
+        return gated
     if any(a.split("=")[0] in OTHER_CONFIG_FLAGS for a in argv):
-        return None  # another primary config: Hydra checks it alone
+        return gated  # another primary config: Hydra's composition of it is the check
     # overrides only: not Hydra's flags, nor a flag's value (--cfg job, --info defaults)
     overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     if multirun:
@@ -190,6 +233,8 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem, composed = compose_problem(overrides)
     if problem:  # an unknown dotted key: name the keys its section has
         return (None if multirun else check_keys(argv)) or problem
+    if gated:  # Hydra cannot compose the command line as given (our first-job composition could)
+        return gated
     problem = run_dir_problem(composed, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if problem:
         return problem
@@ -207,6 +252,11 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
         with open_dict(composed):
             del composed["hydra"]
         try:
+            from modules.rules import registry_problem
+            # a duplicate name, a clash with the base class, or a rule file that failed to import: its file(s)
+            problem = registry_problem(OmegaConf.select(composed, "rule.name", default=None))
+            if problem:
+                return f"error: {problem}"
             cfg = check_schema(composed)
             validate(cfg)
             settle(cfg)

@@ -46,7 +46,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rulescape.errors import EXIT_INTERRUPTED
+from rulescape.errors import EXIT_CONFIG, EXIT_INTERRUPTED
 from modules.record import build_summary, write_unless_finished
 from rulescape.rundir import read_status
 
@@ -54,12 +54,13 @@ POLL_S = 0.5  # how often the sweep looks at its flags while jobs run
 PR_SET_PDEATHSIG = 1
 
 
-@dataclass
+@dataclass(eq=False)  # one job is one object (its config is no key)
 class Job:
     num: int
     overrides: list[str]
     out_dir: Path
     config: dict
+    cfg: Any = None  # the job's composed config (hydra included)
     process: Any = None
     conn: Any = None
     started_ns: int = 0
@@ -125,6 +126,10 @@ def run_one(conn, parent_pid: int, num: int, overrides, hydra_context, config, t
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     except KeyboardInterrupt:  # stopped outside the task (train.py records its own): the sweep records it
         os._exit(EXIT_INTERRUPTED)
+    except OSError as err:  # Hydra's own writes (<job dir>/.hydra, its log): a full disk, an unwritable place
+        print(f"error: job {num}: Hydra could not write its files ({err.strerror or err}: "
+              f"{err.filename or ''})".replace(": )", ")"), file=sys.stderr, flush=True)
+        os._exit(1)  # the sweep writes the job's record where it can (collect)
     try:
         conn.send(ret)
     except Exception:  # noqa: BLE001 - an unpicklable return: the sweep reads the record instead
@@ -135,12 +140,13 @@ def run_one(conn, parent_pid: int, num: int, overrides, hydra_context, config, t
 
 def resume_command(job: Job) -> str:
     """The command that continues an interrupted job in its directory, or runs a job never started."""
-    args = [o for o in filter_overrides(job.overrides) if not o.startswith(("ckpt_path=", "hydra."))]
+    from rulescape.cli import override
+    args = [shlex.quote(o) for o in filter_overrides(job.overrides) if not o.startswith(("ckpt_path=", "hydra."))]
     ckpt = job.out_dir / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
-        args.append(f"ckpt_path={ckpt}")
-    args.append(f"hydra.run.dir={job.out_dir}")
-    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+        args.append(override("ckpt_path", ckpt))
+    args.append(override("hydra.run.dir", job.out_dir))  # Hydra-quoted: a non-ASCII or spaced directory
+    return "python train.py " + " ".join(args)
 
 
 def preload_training_code() -> None:
@@ -152,19 +158,109 @@ def preload_training_code() -> None:
 FINISHED = ("ok", "diverged")  # a record that is a result: the job is not run again
 
 
-def same_overrides(job: Job) -> bool:
-    """Whether the run in job.out_dir was started with the job's overrides (Hydra's .hydra/overrides.yaml,
-    a resume's ckpt_path= aside): a record from a different command is not this job's result."""
-    path = job.out_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
+# keys that never change a computed value: where the logs go, how progress shows, where it resumed from
+NOT_IDENTITY = ("logger", "trainer.enable_progress_bar", "ckpt_path")
+
+
+def record_config(job: Job) -> dict:
+    """The config the job's run would record (summary.json's `config`): its composed config through the same
+    schema, checks and settling as train(). Raises ConfigError where the job would be refused."""
+    from rulescape.schema import check_schema
+    from rulescape.validate import settle, validate
+    cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(job.cfg, resolve=False).items() if k != "hydra"})
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(job.cfg)  # ${hydra:...} as in the job
+    try:
+        cfg = check_schema(cfg)
+        validate(cfg)
+        settle(cfg)
+        return OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        HydraConfig.instance().cfg = before
+
+
+def identity_problem(job: Job, record: dict, may_change=NOT_IDENTITY) -> str | None:
+    """Why the record in job.out_dir is not this job's run (its own `config` differs from the job's, a key
+    only one has included), or None when it is."""
+    from rulescape.checkpoint import config_mismatch, flat
+    from rulescape.errors import ConfigError
+    recorded = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict) or not recorded:
+        return "its record holds no config"
+    try:
+        want = record_config(job)
+    except ConfigError as err:
+        return f"this job's config is refused ({err})"
+    except Exception as err:  # noqa: BLE001 - a config that cannot be built is not this record's
+        return f"this job's config cannot be built ({type(err).__name__}: {err})"
+    key = config_mismatch(recorded, want, may_change)
+    if key is None:
+        return None
+    a, b = flat(recorded), flat(want)
+    return f"its record has {key}={a.get(key, '<absent>')!r}, this job {key}={b.get(key, '<absent>')!r}"
+
+
+def read_record(path: Path) -> dict | None:
+    import json
+    try:
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def locked_by_another(out_dir: Path) -> bool:
+    """Whether a live process holds <out_dir>/.lock (rulescape/rundir.py); never creates the file."""
+    import fcntl
+    try:
+        handle = open(out_dir / ".lock", "r")
+    except OSError:
         return False
     try:
-        written = OmegaConf.to_container(OmegaConf.load(path))
-    except Exception:  # noqa: BLE001 - unreadable: not shown to be this job's
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
         return False
-    def plain(overrides) -> list[str]:
-        return sorted(str(o) for o in overrides if not str(o).startswith("ckpt_path="))
-    return isinstance(written, list) and plain(written) == plain(job.overrides)
+    finally:
+        handle.close()
+
+
+def write_job_record(out_dir: Path, summary: dict, started_ns: int) -> bool:
+    """A record for a job that could not write its own, only into a directory the sweep creates now or whose
+    lock (<run dir>/.lock) it takes: never into one a live run holds. True if written."""
+    import fcntl
+    if not out_dir.exists():
+        return write_unless_finished(out_dir / "summary.json", summary, keep_written_since_ns=started_ns)
+    handle = open(out_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another live run's directory
+        try:
+            return write_unless_finished(out_dir / "summary.json", summary, keep_written_since_ns=started_ns)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+REFUSED_FILE = "refused.json"  # <sweep dir>/refused.json: the jobs of the last launch that were not started
+
+
+def write_refused(sweep_dir: Path, refused: dict[str, str]) -> None:
+    """The refused jobs of this launch for the sweep's table (rulescape/sweep_summary.py); none: no file."""
+    import json
+    path = sweep_dir / REFUSED_FILE
+    with contextlib.suppress(OSError):
+        if refused:
+            path.write_text(json.dumps(refused, indent=1) + "\n")
+        else:
+            path.unlink(missing_ok=True)
 
 
 def describe_exit(code: int | None) -> str:
@@ -188,6 +284,7 @@ class JobLauncher(Launcher):
         self.hydra_context = None
         self.signals: list[int] = []
         self.log_path: Path | None = None
+        self.refused: dict[str, str] = {}  # job directory name -> why it was not started
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
@@ -204,33 +301,63 @@ class JobLauncher(Launcher):
                 cfg = job_config(self.hydra_context, self.config, overrides, num)
                 HydraConfig.instance().set_config(cfg)  # ${hydra:...} in the subdir and in the config
                 out_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-                jobs.append(Job(num, list(overrides), out_dir, plain_config(cfg)))
+                jobs.append(Job(num, list(overrides), out_dir, plain_config(cfg), cfg))
         finally:
             if before is not None:
                 HydraConfig.instance().cfg = before
         return jobs
 
-    def take_up(self, jobs: list[Job]) -> list[Job]:
-        """A sweep run again into its directory: the jobs already finished there (returned, not to run), and
-        the interrupted or killed ones with a checkpoint, which get `ckpt_path=` to resume it."""
-        finished, resumed = [], 0
+    def take_up(self, jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+        """A sweep run again into its directory: (the jobs already finished there, not to run again; the jobs
+        refused, whose directory holds another run). A job's identity is its record's own `config`: a
+        finished record is this job's result only when that config equals the job's (apart from
+        NOT_IDENTITY); an interrupted or killed job with a checkpoint resumes it (`ckpt_path=`) only when its
+        record's config equals the job's apart from what a resume may change."""
+        from rulescape.checkpoint import RESUME_MAY_CHANGE
+        finished, refused, resumed = [], [], 0
         for job in jobs:
-            status = read_status(job.out_dir / "summary.json")
-            if status is None or not same_overrides(job):
-                continue
-            ckpt = job.out_dir / "checkpoints" / "last.ckpt"
+            summary, ckpt = job.out_dir / "summary.json", job.out_dir / "checkpoints" / "last.ckpt"
+            status = read_status(summary)
+            if status is None and not ckpt.exists():
+                continue  # a directory no run has used
+            record = read_record(summary) or {}
             if status in FINISHED:
-                job.outcome = status
-                finished.append(job)
-                self.log(f"#{job.num} skipped: its record is finished ({status}) in {job.out_dir}")
+                why = identity_problem(job, record) if self.skip_finished else "hydra.launcher.skip_finished=false"
+                if why is None:
+                    job.outcome = status
+                    finished.append(job)
+                    self.log(f"#{job.num} skipped: its record is finished ({status}) in {job.out_dir}")
+                else:
+                    self.refuse(job, f"its directory holds a finished run ({status}) that is not this job's: {why}")
+                    refused.append(job)
             elif status in ("interrupted", "failed") and ckpt.is_file():  # stopped, or killed mid-run
-                job.overrides = [o for o in job.overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={ckpt}"]
-                resumed += 1
-                self.log(f"#{job.num} resumes {ckpt}")
+                why = identity_problem(job, record, RESUME_MAY_CHANGE)
+                if why is None:
+                    job.overrides = [o for o in job.overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={ckpt}"]
+                    resumed += 1
+                    self.log(f"#{job.num} resumes {ckpt}")
+                else:
+                    self.refuse(job, f"its directory holds another run's checkpoint: {why}")
+                    refused.append(job)
+            elif ckpt.exists() or status not in ("interrupted", "failed"):
+                self.refuse(job, f"its directory holds {'a checkpoint' if ckpt.exists() else 'a record'} "
+                                 f"this sweep cannot read as this job's (status {status!r})")
+                refused.append(job)
+            # interrupted or failed before training (no checkpoint): the job runs again there
         if finished or resumed:
             print(f"{len(finished)} of {len(jobs)} jobs already finished in this directory (skipped, records kept); "
                   f"{resumed} resume from their checkpoint", flush=True)
-        return finished
+        return finished, refused
+
+    def refuse(self, job: Job, why: str) -> None:
+        """A job that is not started: nothing in its directory is touched; one line, and the sweep's table
+        lists it as refused."""
+        job.outcome = "refused"
+        self.refused[job.out_dir.name] = why
+        self.log(f"#{job.num} refused: {why}")
+        sys.stdout.write(f"[refused] job {job.num} ({' '.join(filter_overrides(job.overrides))}): {why}; "
+                         f"nothing in {job.out_dir} was changed (choose another hydra.sweep.dir)\n")
+        sys.stdout.flush()
 
     def on_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -277,9 +404,13 @@ class JobLauncher(Launcher):
         ckpt = job.out_dir / "checkpoints" / "last.ckpt"
         if ckpt.is_file():
             reason += f"; its last checkpoint resumes with: {resume_command(job)}"
-        summary = build_summary(status, job.config, {}, 0, (time.time_ns() - job.started_ns) / 1e9, error=reason)
+        try:  # what the job's own record would hold, so that the sweep run again can resume it
+            config = record_config(job)
+        except Exception:  # noqa: BLE001 - a job refused before training: its config as composed
+            config = job.config
+        summary = build_summary(status, config, {}, 0, (time.time_ns() - job.started_ns) / 1e9, error=reason)
         try:
-            written = write_unless_finished(job.out_dir / "summary.json", summary, keep_written_since_ns=job.started_ns)
+            written = write_job_record(job.out_dir, summary, job.started_ns)
         except OSError as err:
             written = False
             reason += f" (its record could not be written: {err})"
@@ -302,13 +433,22 @@ class JobLauncher(Launcher):
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = self.plan(job_overrides, initial_job_idx)
+        from rulescape.cli import path_too_long
+        from rulescape.gate import config_problem
+        for job in jobs:  # the gate again, on the configs the jobs will run: before any directory is made
+            where = f"sweep job {job.num} ({' '.join(filter_overrides(job.overrides))})"
+            problem = config_problem(job.cfg, where) or path_too_long(f"{where}: its directory", job.out_dir)
+            if problem:
+                print(problem, file=sys.stderr, flush=True)
+                sys.exit(EXIT_CONFIG)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         self.log_plan(sweep_dir, jobs)
-        skipped = self.take_up(jobs) if self.skip_finished else []
-        if self.preload and len(skipped) < len(jobs):
+        self.refused = {}
+        skipped, refused = self.take_up(jobs)
+        if self.preload and len(skipped) + len(refused) < len(jobs):
             preload_training_code()
-        pending, running, done = [j for j in jobs if j not in skipped], [], list(skipped)
+        pending, running, done = [j for j in jobs if j not in skipped and j not in refused], [], skipped + refused
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or running:
@@ -316,6 +456,10 @@ class JobLauncher(Launcher):
                     self.stop(running)
                 while pending and len(running) < self.n_jobs and not self.signals:
                     job = pending.pop(0)
+                    if locked_by_another(job.out_dir):  # a live run holds it: its directory is not ours
+                        self.refuse(job, "its directory is in use by another live run")
+                        done.append(job)
+                        continue
                     self.start(job)
                     running.append(job)
                 # the result pipes too: a large JobReturn is read while its job writes it (no full-pipe stall)
@@ -333,6 +477,7 @@ class JobLauncher(Launcher):
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        write_refused(sweep_dir, self.refused)
         if self.signals:
             self.finish_interrupted(sweep_dir, done, pending)
         return [self.job_return(j) for j in sorted(done, key=lambda j: j.num)]

@@ -30,7 +30,7 @@ from datamodules import build_datamodule
 from modules.lit_module import Diverged, RuleModule, build_optimizer
 from modules.objective import Objective
 from modules.rnn import RateRNN
-from modules.rules import build_rule
+from modules.rules import build_rule, registry_problem
 from modules.run_records import stop_step
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
@@ -121,8 +121,9 @@ def resume_command(out_dir: Path) -> str:
                          if not o.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.sweep."))]
     except Exception:  # noqa: BLE001 - without Hydra the bare command still resumes
         pass
-    args = [*overrides, f"ckpt_path={ckpt}", f"hydra.run.dir={out_dir}"]
-    return "python train.py " + " ".join(shlex.quote(a) for a in args)
+    from rulescape.cli import override  # the paths Hydra-quoted (a non-ASCII or spaced run dir), then for a shell
+    return "python train.py " + " ".join([*(shlex.quote(o) for o in overrides), override("ckpt_path", ckpt),
+                                          override("hydra.run.dir", out_dir)])
 
 
 def one_line(err: BaseException) -> str:
@@ -217,6 +218,9 @@ def train_locked(cfg: DictConfig, out_dir: Path) -> dict:
 
     try:
         check_targets(OmegaConf.to_container(cfg, resolve=True))  # first: nothing below instantiates a stranger
+        problem = registry_problem(OmegaConf.select(cfg, "rule.name", default=None))
+        if problem:  # two classes claim the name, a base-class clash, a rule file that failed to import
+            raise ConfigError(problem)
         cfg = check_schema(cfg)
         validate(cfg)
         for note in settle(cfg):

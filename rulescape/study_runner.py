@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rulescape.errors import EXIT_CONFIG, ConfigError
+from rulescape import children
+from rulescape.errors import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -58,6 +60,7 @@ class StudyRequest:
     given: set[str] = field(default_factory=set)  # the study keys set on the command line
     seeds: list[int] = field(default_factory=list)
     out: Path = Path(".")
+    resume: bool = False        # study.out holds this same study, interrupted: finished runs kept, others resumed
 
     @property
     def smoke(self) -> bool:
@@ -107,14 +110,17 @@ def study_tasks() -> list[str]:
 
 def check(request: StudyRequest) -> None:
     """Every value of the request, before anything runs: ConfigError (one line) on the first bad one."""
-    from modules.rules import RULES
+    from modules.rules import RULES, rule_problem
     s = request.study
     rule = request.rule
+    problem = rule_problem(rule)
+    if problem and rule in RULES or problem and not problem.startswith("unknown rule"):
+        raise ConfigError(problem)  # a duplicate name, a clash with the base class: the file(s) named
     if rule not in RULES:
         where = ("conf/rule/{0}.yaml exists but no rule named '{0}' is registered (modules/rules/{0}.py)"
                  .format(rule) if (CONF / "rule" / f"{rule}.yaml").exists() else
                  f"add modules/rules/{rule}.py and conf/rule/{rule}.yaml (docs/add-a-rule.md)")
-        raise ConfigError(f"unknown rule '{rule}'; choose one of: {', '.join(sorted(RULES))}; or {where}")
+        raise ConfigError(f"{problem}; or {where}")
     if not (CONF / "rule" / f"{rule}.yaml").exists():
         raise ConfigError(f"rule '{rule}' is registered but conf/rule/{rule}.yaml is missing: create it with "
                           f"`name: {rule}` and the rule's parameters (docs/add-a-rule.md)")
@@ -137,6 +143,8 @@ def check(request: StudyRequest) -> None:
     for arm in s["baselines"] or []:
         if arm not in options("rule"):
             raise ConfigError(f"study.baselines: unknown rule '{arm}'; choose from: {', '.join(options('rule'))}")
+        if rule_problem(arm):
+            raise ConfigError(f"study.baselines: {rule_problem(arm)}")
     for control in s["controls"] or []:
         if control not in CONTROLS:
             raise ConfigError(f"study.controls: unknown control '{control}'; choose from: {', '.join(CONTROLS)}")
@@ -151,9 +159,47 @@ def check(request: StudyRequest) -> None:
     s["baselines"] = [a for a in (s["baselines"] or []) if a != rule]
     # absolute: the sweeps and report.py run from the repository root, wherever study.py was started
     request.out = Path(s["out"] or f"studies/{rule}_{time.strftime('%Y-%m-%d_%H-%M-%S')}").absolute()
-    if request.out.exists() and any(request.out.iterdir()):
-        raise ConfigError(f"study.out={request.out} is not empty; give a new directory")
+    check_out(request)
+    from analysis.plan import DEFAULT_PLAN, PlanError, load_plan
+    try:  # report.py reads it at the end: a bad plan is found now, not after the training
+        load_plan(DEFAULT_PLAN)
+    except PlanError as err:
+        raise ConfigError(str(err)) from None
     check_jobs(request)
+
+
+MARKER = "study.json"  # <study.out>/study.json: the request that made it (a re-run of the same resumes it)
+
+
+def identity(request: StudyRequest) -> dict:
+    """What makes two study commands the same study (study.out aside)."""
+    return {"rule": request.rule, "rule_overrides": request.rule_overrides, "job_overrides": request.job_overrides,
+            "study": {k: v for k, v in request.study.items() if k != "out"}}
+
+
+def check_out(request: StudyRequest) -> None:
+    """study.out: new, or holding this same study (then it resumes); and a place a directory can be made."""
+    import json
+    import tempfile
+    out = request.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"study.out={out} is not a directory; give a new directory")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            made_by = json.loads((out / MARKER).read_text()) if (out / MARKER).is_file() else None
+        except (OSError, ValueError):
+            made_by = None
+        if made_by != json.loads(json.dumps(identity(request))):
+            raise ConfigError(f"study.out={out} is not empty" + (" and holds another study" if made_by else "")
+                              + "; give a new directory (the same command resumes its own study.out)")
+        request.resume = True
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:  # a real attempt: permissions and read-only mounts answer truthfully
+        os.rmdir(tempfile.mkdtemp(prefix=".rulescape-probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(f"study.out={out}: cannot create it in {existing} ({err.strerror})") from None
 
 
 def base_overrides(request: StudyRequest, task: str) -> list[str]:
@@ -276,7 +322,7 @@ def plan_baselines(request: StudyRequest, log) -> dict[str, list[str]]:
             dst = reused_dir / d.task / src.name
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / "summary.json", dst / "summary.json")
-        log(f"baseline {d.arm} on {d.task}: reused {len(d.records)} records from {root / d.task} "
+        log(f"baseline {d.arm} on {d.task}: reused {len(d.records)} records from {reuse.source(d)} "
             f"(commit {', '.join(sorted(d.commits))}; {d.why})")
     return to_run
 
@@ -300,7 +346,7 @@ def sweep(request: StudyRequest, tasks: list[str], seeds: list[int], overrides: 
     with open(log_file, "a", encoding="utf-8") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        return subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        return children.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def run_lanes(request: StudyRequest, baselines: dict[str, list[str]], log) -> list[str]:
@@ -331,11 +377,13 @@ def run_lanes(request: StudyRequest, baselines: dict[str, list[str]], log) -> li
                               ["rule=" + ",".join(others), "study_arm=${rule.name}",
                                *paired_overrides(request, rule_dir)]))
         for what, sweep_dir, tasks, overrides in steps:
+            if children.stopping():  # a signal: nothing new starts
+                return
             start = time.time()
             code = sweep(request, tasks, seeds, overrides, sweep_dir, log_file)
             log(f"lane {i + 1}: {what} on {','.join(tasks)}, seeds {','.join(map(str, seeds))}: "
                 f"{'done' if code == 0 else f'exit {code}'} ({time.time() - start:.0f} s)")
-            if code != 0:
+            if code != 0 and not children.stopping():
                 problems.append(f"lane {i + 1} {what}: train.py exited {code} (see {log_file})")
 
     threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
@@ -354,7 +402,7 @@ def report(request: StudyRequest) -> tuple[int, Path]:
     if not request.study["figures"]:
         cmd.append("--no-figures")
     with open(request.out / "logs" / "report.log", "w", encoding="utf-8") as log_file:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        code = children.call(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     return code, out / "report.md"
 
 
@@ -444,12 +492,31 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    children.reset()
+    previous = children.install()  # SIGINT / SIGTERM: the sweeps stop their jobs (checkpoints), one line, 130
+    try:
+        return study(request, start)
+    except (KeyboardInterrupt, children.Stopped):
+        children.stop_all()
+        again = " ".join(shlex.quote(a) for a in ["python", "study.py", *[a for a in argv if not a.startswith("study.out=")],
+                                                   f"study.out={request.out}"])
+        print(f"\nstudy interrupted (its runs stopped with checkpoints); the same command resumes it: {again}",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        children.restore(previous)
+
+
+def study(request: StudyRequest, start: float) -> int:
+    """Conformance, the runs, the report (main's body, after the checks)."""
     timings = {}
     ok, table_text = conformance(request)
     timings["conformance"] = time.time() - start
     if not ok:
         return 1
     (request.out / "logs").mkdir(parents=True, exist_ok=True)
+    import json
+    (request.out / MARKER).write_text(json.dumps(identity(request), indent=1) + "\n")
     (request.out / "conformance.md").write_text(f"# Conformance of rule `{request.rule}`\n\n{table_text}\n")
     lock = threading.Lock()
 
@@ -461,13 +528,18 @@ def main(argv: list[str]) -> int:
 
     s = request.study
     log(f"study of '{request.rule}' on {', '.join(s['tasks'])}, seeds 0-{len(request.seeds) - 1}"
-        + (" (smoke: toy sizes)" if request.smoke else "") + f" -> {request.out}")
+        + (" (smoke: toy sizes)" if request.smoke else "") + f" -> {request.out}"
+        + (" (resumed: finished runs kept, interrupted ones resume)" if request.resume else ""))
     t = time.time()
     baselines = plan_baselines(request, log)
     timings["reuse check"] = time.time() - t
     t = time.time()
     problems = run_lanes(request, baselines, log)
     timings["runs"] = time.time() - t
+    if children.stopping():
+        raise children.Stopped()
+    from rulescape.baseline_reuse import write_manifest
+    write_manifest(request.out)  # what a later study may reuse from here, as written (rulescape/baseline_reuse.py)
     if problems:  # a sweep that could not start (its jobs' own failures are records, not problems)
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 1

@@ -18,11 +18,13 @@ STATUSES = ("ok", "diverged", "failed", "interrupted")
 
 
 def mean_std(values: list) -> str:
-    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    values = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if not values:
         return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3g} ± {std:.2g}"
+    scale = max(abs(v) for v in values) or 1.0  # computed on values / scale: 1e308 +- ... never overflows to inf
+    scaled = [v / scale for v in values]
+    std = statistics.stdev(scaled) * scale if len(values) > 1 else 0.0
+    return f"{statistics.fmean(scaled) * scale:.3g} ± {std:.2g}"
 
 
 def read_records(sweep_dir: Path) -> list[tuple[Path, dict]]:
@@ -37,6 +39,16 @@ def read_records(sweep_dir: Path) -> list[tuple[Path, dict]]:
     return records
 
 
+def read_refused(sweep_dir: Path) -> dict[str, str]:
+    """The jobs the launcher did not start in its last launch ({directory name: why}; rulescape/launcher.py)."""
+    path = sweep_dir / "refused.json"
+    try:
+        refused = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in refused.items()} if isinstance(refused, dict) else {}
+
+
 def gap_key(records: list[dict]) -> str:
     """gap_acc when the runs have an accuracy, gap_loss otherwise (regression tasks)."""
     return "gap_acc" if any(r.get("gap_acc") is not None for r in records) else "gap_loss"
@@ -45,13 +57,16 @@ def gap_key(records: list[dict]) -> str:
 def summary_table(sweep_dir: Path) -> str:
     """Counts per status, then per rule (and task, if the sweep has several) over its ok runs: mean ± std of
     the gap, the final λ1 and the mean ρ; then the jobs that did not finish ok, with their error."""
-    records = read_records(sweep_dir)
-    if not records:
+    refused = read_refused(sweep_dir)
+    # a refused job's directory holds another run's record: it is not this sweep's result
+    records = [(d, r) for d, r in read_records(sweep_dir) if d.name not in refused]
+    if not records and not refused:
         return f"sweep {sweep_dir}: no job wrote a summary.json"
     counts = {s: sum(r.get("status") == s for _, r in records) for s in STATUSES}
     other = len(records) - sum(counts.values())
-    status = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f", {other} other" if other else "")
-    lines = [f"sweep {sweep_dir}: {len(records)} jobs: {status}"]
+    status = ", ".join([f"{n} {s}" for s, n in counts.items() if n] + ([f"{other} other"] if other else [])
+                       + ([f"{len(refused)} refused"] if refused else []))
+    lines = [f"sweep {sweep_dir}: {len(records) + len(refused)} jobs: {status}"]
     tasks = {r.get("task") for _, r in records}
     groups: dict[tuple, list[dict]] = {}
     for _, r in records:
@@ -64,10 +79,12 @@ def summary_table(sweep_dir: Path) -> str:
                      f"{mean_std([r.get(key) for r in ok])} ({key})",
                      mean_std([r.get("lambda_max") for r in ok]), mean_std([r.get("rho_mean") for r in ok])])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [] if not groups else ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for job_dir, r in records:
         if r.get("status") != "ok":
             lines.append(f"  {r.get('status')}: {job_dir.name}" + (f" ({r['error']})" if r.get("error") else ""))
+    for name, why in sorted(refused.items()):
+        lines.append(f"  refused: {name} (not started; {why})")
     lines.append(f"figures and statistics: python report.py {shlex.quote(str(sweep_dir))} "
                  f"--out {shlex.quote(str(sweep_dir / 'report'))}")
     return "\n".join(lines)

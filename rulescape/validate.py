@@ -58,7 +58,48 @@ def validate(cfg: DictConfig) -> None:
             check_rho_from(cfg.rule.rho_from, lookup(cfg, "rule.rho_wait_s") or 0)
     if cfg.task.name == "neurogym":
         check_env_keywords(cfg.task)
+    check_finite(cfg)
+    check_cell_types(cfg)
     check_memory(cfg)
+    check_trial_length(cfg)
+
+
+def check_finite(cfg) -> None:
+    """Every number anywhere in the config is finite, a rule's own untyped parameters included (rule.x=inf
+    used to run and diverge at step 0)."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation only a run resolves: its own check says so
+        return
+    for path, value in numbers(plain, ""):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path.lstrip('.')}={value!r} is not allowed; every number must be finite")
+
+
+def check_cell_types(cfg) -> None:
+    """With Dale's law every cell type has a unit (the first 80% of units excitatory, the rest inhibitory:
+    model.hidden_size=1 has no inhibitory unit and used to diverge at step 0)."""
+    if not lookup(cfg, "model.dale"):
+        return
+    from modules.rnn import cell_types
+    n, k = int(cfg.model.hidden_size), int(lookup(cfg, "model.n_cell_types") or 2)
+    counts = cell_types(n, k).bincount(minlength=k).tolist()
+    if min(counts) == 0:
+        smallest = next(m for m in range(n, 10 * k + 10) if min(cell_types(m, k).bincount(minlength=k).tolist()) > 0)
+        raise ConfigError(f"model.hidden_size={n} is not allowed with model.dale=true and model.n_cell_types={k}: "
+                          f"every cell type needs a unit (units per type: {counts}); give model.hidden_size>={smallest}")
+
+
+MAX_TRIAL_STEPS = 100_000  # a hand-written time loop this long takes hours per batch and its graph tens of GB
+
+
+def check_trial_length(cfg) -> None:
+    """A trial of at most MAX_TRIAL_STEPS time steps (its timing / task.dt): a neurogym timing keyword of
+    10^8 ms used to be killed by the OOM killer, with no line and no record."""
+    steps, _ = trial_steps(cfg.task)
+    if steps > MAX_TRIAL_STEPS:
+        raise ConfigError(f"task={cfg.task.name}: a trial of {steps:.3g} time steps (its timing / task.dt) is not "
+                          f"allowed; at most {MAX_TRIAL_STEPS} (shorten the timing or raise task.dt)")
 
 
 def check_env_keywords(task) -> None:

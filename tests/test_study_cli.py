@@ -193,16 +193,18 @@ def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path):
 
 
 # --------------------------------------------------------------------------------- reuse, claims
-def test_config_differences_ignore_the_logger_and_keys_the_record_predates():
-    from rulescape.baseline_reuse import differences
+def test_the_config_check_ignores_the_logger_but_not_a_missing_key():
+    from rulescape.baseline_reuse import IGNORED
+    from rulescape.checkpoint import config_mismatch
     recorded = {"logger": {"name": "none"}, "task": {"lr": 0.1, "noise": 1.0}, "trainer": {"enable_progress_bar": False}}
-    now = {"logger": {"name": "wandb"}, "task": {"lr": 0.1, "noise": 1.0, "new_key": 3},
+    now = {"logger": {"name": "wandb"}, "task": {"lr": 0.1, "noise": 1.0},
            "trainer": {"enable_progress_bar": True}}
-    assert differences(recorded, now) == []
+    assert config_mismatch(recorded, now, IGNORED) is None
     now["task"]["noise"] = 0.5
-    assert differences(recorded, now) == ["task.noise: 1.0 -> 0.5"]
-    del now["task"]["lr"]
-    assert "task.lr: 0.1 -> '<absent now>'" in differences(recorded, now)
+    assert config_mismatch(recorded, now, IGNORED) == "task.noise"
+    now["task"]["noise"] = 1.0
+    now["task"]["new_key"] = 3  # a key the record lacks is a difference (issue #33: `{}` was "config equal")
+    assert config_mismatch(recorded, now, IGNORED) == "task.new_key"
 
 
 def test_the_committed_study_records_match_this_codes_config_for_their_arm():
@@ -238,6 +240,7 @@ def test_of_several_records_of_one_name_the_matching_one_is_reused(tmp_path, mon
             {"status": "ok", "config": {"task": {"name": "dms", "lr": lr}, "seed": 0},
              "versions": {"rulescape": folder * 7}}))
     monkeypatch.setattr(reuse, "expected_config", lambda overrides: want)
+    monkeypatch.setattr(reuse, "provenance_problem", lambda path, data, record: None)  # tests/test_trust3.py
     index = reuse.index_records(tmp_path)
     assert len(index["bptt_dms_seed0"]) == 3
     got = reuse.decide("dms", "bptt", [0], index, lambda seed: [])

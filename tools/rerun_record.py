@@ -8,8 +8,9 @@ and the ρ history within 1e-6; λ1 at every measured step within 2 x curvature.
 within tol of the true λ1). A run that followed other runs (`*_from`, `rule.rho_from`) is skipped with the
 reason: those runs' directories are part of its input. Exit status 0 when every compared run matches.
 A record is data from anywhere: every record's config is checked first (no `_target_` but a torch.optim
-class at optimizer/scheduler, rulescape/targets.py); a refused or unreadable one is one line, exit 2, and
-nothing is rerun.
+class at optimizer/scheduler, rulescape/targets.py; no interpolation, which would read this machine's
+environment; a history and curvature.tol to compare with); a refused or unreadable one is one line, exit 2,
+and nothing is rerun.
 """
 from __future__ import annotations
 
@@ -78,7 +79,31 @@ def read_config(run_dir: Path) -> tuple[dict, dict]:
     if not isinstance(config, dict) or not config:
         raise ConfigError(f"{path} holds no run config")
     check_targets(config, where=str(path))
+    interpolated = next(((k, v) for k, v in flat_items(config) if isinstance(v, str) and "${" in v), None)
+    if interpolated:  # a record's config is resolved: an interpolation would read this machine (oc.env)
+        raise ConfigError(f"{path}: config.{interpolated[0]}={interpolated[1]!r} is refused: a record's config is "
+                          "resolved, and an interpolation in it would be resolved against this machine's "
+                          "environment")
+    if follows_other_runs(config):  # skipped, never rerun
+        return record, config
+    if not isinstance(record.get("history"), dict):
+        raise ConfigError(f"{path} has no history (the rerun is compared with it)")
+    tol = (config.get("curvature") or {}).get("tol") if isinstance(config.get("curvature"), dict) else None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+        raise ConfigError(f"{path}: config.curvature.tol is {tol!r}; the rerun's lambda_1 is compared within it")
     return record, config
+
+
+def flat_items(node, prefix: str = ""):
+    """(dotted key, value) for every leaf of a plain config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from flat_items(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from flat_items(value, f"{prefix}{i}.")
+    else:
+        yield prefix.rstrip("."), node
 
 
 def rerun(run_dir: Path) -> tuple[str, list[str]]:

@@ -34,6 +34,9 @@ class Estimate:
     y_hat: torch.Tensor      # readout (B, T, N_out)
 
 
+RESERVED = ("step", "warnings")  # instance attributes every Rule keeps (Rule.__init__); a rule names none of its own so
+
+
 class Rule(nn.Module):
     """A gradient estimator. Subclasses set `name` and implement `surrogate`.
 
@@ -52,6 +55,22 @@ class Rule(nn.Module):
         super().__init__()
         self.step = 0
         self.warnings: list[str] = []  # said once, in the log and in summary.json
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        self._own_name(name, "buffer")
+        super().register_buffer(name, tensor, persistent)
+
+    def register_parameter(self, name: str, param) -> None:
+        self._own_name(name, "parameter")
+        super().register_parameter(name, param)
+
+    def _own_name(self, name: str, what: str) -> None:
+        """A rule's buffer or parameter may not take a name the base class uses (`step`): one line naming the
+        rule's file, instead of nn.Module's KeyError."""
+        if name in RESERVED or hasattr(Rule, name):
+            from modules.rules import where  # the registry knows each rule's file
+            raise ValueError(f"rule '{self.name}' in {where(type(self))} registers a {what} named "
+                             f"'{name}', a name the base class Rule uses (modules/rules/base.py); rename it")
 
     def set_step(self, step: int) -> None:
         """The step whose batch the next estimate is for, set by a measurement (alignment) before it asks

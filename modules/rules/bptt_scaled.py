@@ -80,6 +80,11 @@ class ScaledBPTT(FollowsHistory, Rule):
             points = rho_history_from_run(rho_from, rho_wait_s)
         self.rho_mode = rho_mode if rho is None else "mean"
         self.register_history("rho", points)
+        if rho is None:  # a control that follows a run that did not end ok says so (log and summary.json)
+            status = records.find_record(rho_from, "rule.rho_from", rho_wait_s).get("status")
+            if status != "ok":
+                self.warnings.append(f"rule.rho_from={rho_from}: that run ended {status!r}; this run follows its "
+                                     "rho as recorded, up to where it stopped")
 
     @property
     def rho(self) -> float:
