@@ -13,7 +13,8 @@ Gates: a point counts when its run learned (ended ok, reached its stop target, t
 margin: analysis.learning) and did not collapse (analysis.claims.collapse). The fit is ordinary least squares
 of log λ1 on log 2/(|ρ̄| η) over the gated runs, with a 95% percentile interval from a bootstrap that
 resamples *seeds* (every run of a drawn seed together: runs sharing a seed share initialisation and data, so
-they are not independent points), per rule as well. A sensitivity row fits every run with a point (no gate),
+they are not independent points), per rule as well; with fewer than MIN_SEEDS seeds there is no interval
+(three seeds give ten distinct resamples). A sensitivity row fits every run with a point (no gate),
 and each row gives the range of the slope when any one run is left out, so a reader sees how much one run
 moves it. The runs "at the edge" (|ρ̄| η λ1 >= EDGE = 1, Theorem 1's own bound) are counted per arm; a fit on
 them alone selects on the outcome and is shown as descriptive only.
@@ -32,6 +33,7 @@ from analysis.load import Run
 
 EDGE = 1.0  # |rho_bar| eta lambda_1 at or above this: the run reached its edge (module docstring)
 BOOTSTRAP = 2000  # seed-cluster bootstrap resamples (fixed generator: the report regenerates exactly)
+MIN_SEEDS = 5     # fewer seeds give too few distinct resamples (3 seeds: 10) for an interval to mean anything
 
 
 @dataclass
@@ -104,7 +106,7 @@ def fit(points: list[DosePoint]) -> Fit:
     by_seed = {s: [p for p in points if p.seed == s] for s in seeds}
     rng = np.random.default_rng(0)
     slopes = []
-    for _ in range(BOOTSTRAP if len(seeds) >= 2 else 0):
+    for _ in range(BOOTSTRAP if len(seeds) >= MIN_SEEDS else 0):
         drawn = rng.integers(0, len(seeds), len(seeds))
         b = ols([p for i in drawn for p in by_seed[seeds[i]]])
         if b is not None:
@@ -119,7 +121,9 @@ def fit(points: list[DosePoint]) -> Fit:
 
 def fit_row(label: str, points: list[DosePoint]) -> list[str]:
     f = fit(points)
-    return [label, str(f.n), str(f.seeds), markdown.num(f.slope), f"[{markdown.num(f.ci_low)}, {markdown.num(f.ci_high)}]",
+    ci = (f"[{markdown.num(f.ci_low)}, {markdown.num(f.ci_high)}]" if f.seeds >= MIN_SEEDS
+          else f"n/a ({f.seeds} seeds; a seed bootstrap needs ≥ {MIN_SEEDS})")
+    return [label, str(f.n), str(f.seeds), markdown.num(f.slope), ci,
             markdown.num(f.intercept), markdown.num(f.r2), f"{markdown.num(f.loo_low)} – {markdown.num(f.loo_high)}",
             f"{f.n_edge}/{f.n}"]
 
@@ -159,7 +163,8 @@ def draw(task: str, points: list[DosePoint]):
     f = fit(points)
     if math.isfinite(f.slope):
         ax.plot(span, np.exp(f.intercept) * span ** f.slope, color="tab:red", lw=1, ls="--",
-                label=f"fit: slope {f.slope:.2f} [{f.ci_low:.2f}, {f.ci_high:.2f}]")
+                label=f"fit: slope {f.slope:.2f}" + (f" [{f.ci_low:.2f}, {f.ci_high:.2f}]"
+                                                      if math.isfinite(f.ci_low) else f" ({f.seeds} seeds: no CI)"))
     ax.set(xscale="log", yscale="log", xlabel="2 / (|ρ̄| η)", ylabel="λ1 at the matched point",
            title=f"{task}: Theorem 1 dose-response (n={len(points)}; hollow: below the edge)")
     ax.title.set_fontsize(8)
@@ -181,7 +186,7 @@ def section(task: str, runs: list[Run], out: Path, draw_figure: bool = True,
              "One point per run at the matched point: λ1 = the final `lambda_max`, 2/(|ρ̄|η) with ρ̄ = `rho_mean` "
              "(the mean ρ over the whole run; 1 for BPTT) and η the run's lr. OLS of log λ1 on log 2/(|ρ̄|η) over "
              "the gated runs (learned, reached the stop target, not collapsed); 95% CI from a bootstrap over seeds "
-             f"({BOOTSTRAP} resamples, every run of a drawn seed together); edge of stability + Theorem 1 predicts "
+             f"({BOOTSTRAP} resamples, every run of a drawn seed together; none below {MIN_SEEDS} seeds); edge of stability + Theorem 1 predicts "
              "slope 1 where runs reach the edge. The last column counts runs at the edge, |ρ̄|ηλ1 ≥ "
              f"{EDGE:g} (Theorem 1's bound).", "",
              markdown.table(header, rows), ""]

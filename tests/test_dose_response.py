@@ -143,3 +143,12 @@ def test_runs_with_a_scheduler_have_no_point(tmp_path):
     summary = record("eprop", 100, 0.1, 0.5, lam_final=30.0)
     summary["config"]["scheduler"] = {"_target_": "modules.lr_over_rho.over_rho", "rho_from": "x"}
     assert dr.dose_point(write(tmp_path, summary, "s")) is None
+
+
+def test_no_interval_from_too_few_seeds(tmp_path):
+    """Three seeds give ten distinct seed resamples: no interval, and the row says why."""
+    runs = grid(tmp_path, seeds=(100, 101, 102))
+    f = dr.fit([dr.dose_point(r) for r in runs])
+    assert f.seeds == 3 and math.isfinite(f.slope) and math.isnan(f.ci_low)
+    lines, _ = dr.section("dms", runs, tmp_path, draw_figure=False)
+    assert "n/a (3 seeds; a seed bootstrap needs ≥ 5)" in "\n".join(lines)
