@@ -120,6 +120,10 @@ def assert_two_equal_one(rule, init, ranks, init_two, ranks_two, stochastic: boo
         if name.startswith("net.W"):
             moved = max(moved, float((two[0][name] - init[name]).abs().max()))
     assert moved > 1e-3, f"{rule}: training did not move the weights: the comparison would be vacuous"
+    from modules.rules import RULES
+    if RULES[rule].learns:  # a rule's own parameters (averaged like gradients, compared above) must move too
+        own = [n for n in init if n.startswith("rule.") and init[n].is_floating_point()]
+        assert max(float((two[0][n] - init[n]).abs().max()) for n in own) > 1e-6, f"{rule}: own parameters still"
 
 
 def test_every_registered_rule_two_processes_equal_one_on_the_whole_batch(tmp_path):

@@ -1,0 +1,204 @@
+"""Rules that learn their own credit pathway (modules/rules/base.py: a rule's own parameters, trained by its
+own local objective with its own optimizer), and the literature's rules (kolen_pollack, kf_rtrl, kernl, dni).
+
+Each rule against a plainly written float64 reference (tests/rule_reference_literature.py): the network's
+estimate, and a learning rule's own update against the gradient of its own objective written out by hand.
+The mechanism: exact resume (own parameters and their optimizer's state), DDP averaging of the own update
+(2 gloo processes; every registered rule also runs in tests/test_ddp.py), exclusion from curvature and
+alignment, and `python train.py --help` naming the rules that learn.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import rule_reference as ref
+import rule_reference_literature as lit
+from modules.objective import Objective
+from modules.rnn import RateRNN
+from modules.rules import RULES, build_rule
+
+N_IN, N, N_OUT, B, T = 3, 5, 2, 3, 6
+NET_PARAMS = ("W_x", "W_h", "b", "W_out", "b_out")
+RTOL, ATOL = 1e-9, 1e-12
+
+
+def make_net(activation="tanh", alpha=0.5, *, dale=False, seed=0):
+    torch.manual_seed(seed)
+    net = RateRNN(N_IN, N, N_OUT, alpha=alpha, activation=activation, dale=dale).double()
+    with torch.no_grad():
+        if not dale:
+            net.W_h.normal_(0.0, 1.5 / math.sqrt(N))
+        net.W_x.normal_(0.0, 1.0)
+        net.b.uniform_(-0.2, 0.6)
+        net.W_out.normal_(0.0, 1.0 / math.sqrt(N))
+        net.b_out.normal_(0.0, 0.5)
+    return net
+
+
+def make_batch(loss="ce", seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, N_IN, generator=g, dtype=torch.float64)
+    y = (torch.randint(N_OUT, (B, T), generator=g) if loss == "ce"
+         else torch.randn(B, T, N_OUT, generator=g, dtype=torch.float64))
+    m = torch.zeros(B, T, dtype=torch.float64)
+    m[:, -2:], m[1, 2] = 1.0, 1.0  # the last two steps, and one more in one trial
+    return x, y, m
+
+
+def numpy_params(net) -> dict:
+    return {k: p.detach().numpy() for k, p in net.named_parameters()}
+
+
+def project_grads(est, net, rule=None) -> tuple[dict, dict]:
+    """({network parameter: d surrogate / d param}, {rule parameter: d aux_loss / d param})."""
+    params = dict(net.named_parameters())
+    got = torch.autograd.grad(est.surrogate, [params[k] for k in NET_PARAMS], retain_graph=True)
+    own = {}
+    if rule is not None and est.aux_loss is not None:
+        names = [k for k, _ in rule.named_parameters()]
+        values = torch.autograd.grad(est.aux_loss, [p for _, p in rule.named_parameters()])
+        own = {k: v.numpy() for k, v in zip(names, values)}
+    return {k: g.numpy() for k, g in zip(NET_PARAMS, got)}, own
+
+
+def assert_close(got: dict, want: dict, what: str, rtol=RTOL, atol=ATOL):
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=f"{what}: {k}")
+
+
+NETWORKS = [("tanh", 0.5, False, "ce", 0.0), ("relu", 1.0, True, "mse", 0.01), ("softplus", 0.3, False, "mse", 0.1)]
+
+
+# ----- kolen_pollack ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation,alpha,dale,loss,l2", NETWORKS)
+def test_kolen_pollack_matches_its_reference(activation, alpha, dale, loss, l2):
+    """The network's estimate is RFLO's with B; B's own update is the readout's data gradient (transposed)
+    plus decay B."""
+    net, batch = make_net(activation, alpha, dale=dale), make_batch(loss)
+    rule = build_rule("kolen_pollack", net, lr=0.1, decay=0.03)
+    est = rule.surrogate(net, batch, Objective(loss, l2))
+    got, own = project_grads(est, net, rule)
+    x, y, m = (t.numpy() for t in batch)
+    feedback = rule.feedback.detach().numpy()
+    _, want, y_hat = ref.rule_gradients("rflo", numpy_params(net), x, y, m, alpha=alpha, activation=activation,
+                                        loss=loss, l2=l2, dale_sign=net.pre_sign.numpy() if dale else None,
+                                        feedback=feedback)
+    np.testing.assert_allclose(est.y_hat.detach().numpy(), y_hat, rtol=1e-12, atol=1e-12)
+    assert_close(got, want, "kolen_pollack network estimate")
+    want_own = lit.kolen_pollack_feedback_update(numpy_params(net), x, y, m, alpha=alpha, activation=activation,
+                                                 loss=loss, dale_sign=net.pre_sign.numpy() if dale else None,
+                                                 feedback=feedback, decay=0.03)
+    np.testing.assert_allclose(own["feedback"], want_own, rtol=RTOL, atol=ATOL)
+
+
+def test_kolen_pollack_feedback_aligns_with_the_readout_under_matched_sgd():
+    """Under SGD with the network's lr and decay = l2, W_out^T - B shrinks by (1 - lr decay) every step."""
+    net, batch = make_net(), make_batch()
+    lr, l2 = 0.5, 0.2
+    rule = build_rule("kolen_pollack", net, lr=lr, decay=l2)
+    objective = Objective("ce", l2)
+    net_opt = torch.optim.SGD(net.parameters(), lr=lr)
+    own_opt = rule.aux_optimizer()
+    gap0 = float((net.W_out.detach().T - rule.feedback.detach()).norm())
+    for _ in range(5):
+        net_opt.zero_grad(), own_opt.zero_grad()
+        est = rule.surrogate(net, batch, objective)
+        (est.surrogate + est.aux_loss).backward()
+        net_opt.step(), own_opt.step()
+    gap = float((net.W_out.detach().T - rule.feedback.detach()).norm())
+    assert gap == pytest.approx(gap0 * (1 - lr * l2) ** 5, rel=1e-9)
+
+
+# ----- the mechanism ----------------------------------------------------------------------------------------
+def test_rule_parameters_are_not_network_parameters_for_curvature_or_alignment():
+    """Curvature's parameter sets and alignment's gradients are the network's: a rule's own parameters are
+    in neither, and measuring leaves them and their .grad untouched."""
+    from callbacks.alignment import gradients
+    from conftest import compose_config
+    from datamodules import build_datamodule
+    from modules.hessian import HessianOperator, parameter_names
+    from rulescape.run import build_module, group_params
+    cfg = compose_config(["rule=kolen_pollack", "model.hidden_size=8", "task.train_size=16", "task.batch_size=8",
+                          "task.test_size=8", "logger=none"])
+    dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
+    dm.setup("fit")
+    module = build_module(cfg, dm)
+    own = dict(module.rule.named_parameters())
+    assert own and all(p.requires_grad for p in own.values())
+    before = {k: p.detach().clone() for k, p in own.items()}
+    for params in ("recurrent", "all"):
+        names = parameter_names(module.net, params)
+        assert not any(n.startswith("rule") or "feedback" in n for n in names), names
+    batch = dm.train_set.batch(slice(0, 8))
+    g_hat, g = gradients(module, batch)
+    assert g_hat.shape == g.shape == module.net.W_h.shape
+    op = HessianOperator(module.net, module.objective, batch, "all")
+    assert op.dim == sum(p.numel() for p in module.net.parameters())
+    assert all(p.grad is None for p in own.values())
+    assert all(torch.equal(before[k], p) for k, p in own.items())
+
+
+def test_resume_is_exact_with_the_rules_own_parameters_and_optimizer(tmp_path):
+    """Straight through, without measurements, and stopped at step 4 then resumed: the same final network,
+    own parameters (and Adam's state behind them), bitwise; the own parameters moved."""
+    from conftest import assert_resume_exact_and_unsteered
+    quick = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=8", "eval_every=4",
+             "checkpoint_every=0", "task.train_size=32", "task.test_size=32", "task.batch_size=16",
+             "model.hidden_size=12", "curvature.batch_size=16", "curvature.every_n_steps=4",
+             "alignment.every_n_steps=2", "rule=kolen_pollack", "rule.optimizer=adam", "rule.lr=0.01"]
+    runs = assert_resume_exact_and_unsteered(quick, tmp_path)
+    assert runs["full"]["status"] == "ok" and runs["part"]["steps"] == 4 and runs["resumed"]["steps"] == 8
+    full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert len(full["optimizer_states"]) == 2 and full["optimizer_states"][1]["state"]  # Adam's moments saved
+    part = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not torch.equal(full["state_dict"]["rule.feedback"], part["state_dict"]["rule.feedback"])
+
+
+@pytest.mark.slow
+def test_ddp_averages_the_rules_own_update(tmp_path):
+    """2 gloo processes on half batches each end with the own parameters of 1 process on the whole batch
+    (and these moved): DDP averages the own update like a gradient. (Slow: Lightning's ddp_spawn; the fast
+    suite checks every learning rule the same way in tests/test_ddp.py, one process pair for all rules.)"""
+    from test_ddp import assert_two_equal_one, train_tiny
+    init, one = train_tiny("kolen_pollack", tmp_path / "one", devices=1, overrides=[])
+    init_two, two = train_tiny("kolen_pollack", tmp_path / "two", devices=2, overrides=[])
+    assert_two_equal_one("kolen_pollack", init, one, init_two, two)
+    moved = float((two[0]["state"]["rule.feedback"] - init["rule.feedback"]).abs().max())
+    assert moved > 1e-4
+
+
+def test_help_names_the_rules_that_learn():
+    from rulescape.cli import usage
+    line = next(line for line in usage().splitlines() if "rules that learn" in line)
+    for name, cls in RULES.items():
+        assert (name in line.split(": ")[-1].split(", ")) == bool(getattr(cls, "learns", False)), name
+
+
+def test_a_learning_rule_without_aux_loss_fails_conformance():
+    """Check 11 refuses a rule whose own parameters are trained by the network's estimate (not local)."""
+    from modules.rules.base import Estimate, Rule
+    from rulescape.conformance import check_learning
+
+    class Leaky(Rule):
+        name, learns = "leaky_learner", True
+
+        def __init__(self, net):
+            super().__init__(net)
+            self.learn_with(0.1)
+            self.gain = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def surrogate(self, net, batch, objective, noise=None):
+            y_hat, _ = net(batch[0], noise=noise)
+            loss = self.objective_of(net, y_hat, batch, objective)
+            return Estimate(self.gain * loss, loss, y_hat, aux_loss=self.gain * loss)
+
+    RULES["leaky_learner"] = Leaky
+    try:
+        ok, detail = check_learning("leaky_learner", {})
+    finally:
+        RULES.pop("leaky_learner")
+    assert ok is False and "reaches" in detail, detail
