@@ -114,7 +114,7 @@ class KolenPollackRule(LearningRuleConfig):
 
 RULE_SCHEMAS = {"bptt": RuleConfig, "eprop": RuleConfig, "mdgl": RuleConfig, "rflo": RfloRule, "uoro": RuleConfig,
                 "tbptt": TbpttRule, "bptt_scaled": BpttScaledRule, "node_perturbation": NodePerturbationRule,
-                "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule}
+                "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig}
 
 
 @dataclass

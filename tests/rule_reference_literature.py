@@ -28,3 +28,36 @@ def kolen_pollack_feedback_update(params, x, target, mask, *, alpha, activation,
         for t in range(delta.shape[1]):
             g += np.outer(delta[b, t], fw["r"][b, t])
     return g.T + decay * feedback
+
+
+def presynaptic(fw: dict, x: np.ndarray) -> np.ndarray:
+    """z_t = [r_{t-1}, x_t, 1] (B, T, N + N_in + 1)."""
+    B, T, N = fw["r"].shape
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    return np.concatenate([r_prev, x, np.ones((B, T, 1))], axis=-1)
+
+
+def kf_rtrl_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, signs: np.ndarray,
+                      eps: float = 1e-7) -> np.ndarray:
+    """KF-RTRL written out trial by trial and step by step, one estimate per trial (B, N, N + N_in + 1), for the
+    effective W_h, W_x and b stacked per unit, given signs (B, T, 2):
+        JA = (1 - a) A + a W_h diag(psi_{t-1}) A
+        rho0 = sqrt((|JA| + eps) / (|u| + eps)),  rho1 = sqrt((|a I| + eps) / (|z_t| + eps))
+        u <- c1 rho0 u + c2 rho1 z_t,  A <- c1 JA / rho0 + c2 a I / rho1,  estimate += outer(A^T c_t, u)
+    with c_t = psi_t W_out^T delta_t."""
+    B, T, N = fw["r"].shape
+    z = presynaptic(fw, x)
+    out = np.zeros((B, N, z.shape[-1]))
+    for b in range(B):
+        u = np.zeros(z.shape[-1])
+        A = np.zeros((N, N))
+        for t in range(T):
+            JA = (1.0 - alpha) * A + alpha * p["W_h"] @ np.diag(fw["psi"][b, t - 1]) @ A if t > 0 else A
+            rho0 = np.sqrt((np.linalg.norm(JA) + eps) / (np.linalg.norm(u) + eps))
+            rho1 = np.sqrt((np.linalg.norm(alpha * np.eye(N)) + eps) / (np.linalg.norm(z[b, t]) + eps))
+            c1, c2 = signs[b, t]
+            u = c1 * rho0 * u + c2 * rho1 * z[b, t]
+            A = c1 * JA / rho0 + c2 * alpha * np.eye(N) / rho1
+            c = fw["psi"][b, t] * (delta[b, t] @ p["W_out"])
+            out[b] += np.outer(A.T @ c, u)
+    return out

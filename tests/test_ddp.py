@@ -31,7 +31,8 @@ EXTRA = {"tbptt": ["rule.window=2"], "bptt_scaled": ["rule.rho=0.5"]}
 # Rules whose estimate draws random numbers per step: each rank draws the same numbers for its half batch,
 # so the two-process update is not the one-process update on the whole batch. For these the test asserts
 # what still holds: the ranks agree exactly (DDP averaged their estimates), the weights moved, all finite.
-STOCHASTIC = {"uoro": "random projections per step", "node_perturbation": "random perturbations per step"}
+STOCHASTIC = {"uoro": "random projections per step", "node_perturbation": "random perturbations per step",
+              "kf_rtrl": "random signs per step"}
 
 
 class SaveWeights(pl.Callback):

@@ -202,3 +202,61 @@ def test_a_learning_rule_without_aux_loss_fails_conformance():
     finally:
         RULES.pop("leaky_learner")
     assert ok is False and "reaches" in detail, detail
+
+
+# ----- kf_rtrl ----------------------------------------------------------------------------------------------
+def per_unit(g: dict) -> np.ndarray:
+    """{W_h, W_x, b} -> (N, N + N_in + 1), W_h's diagonal zeroed (it has no effect)."""
+    w_h = g["W_h"] * (1.0 - np.eye(g["W_h"].shape[0]))
+    return np.concatenate([w_h, g["W_x"], g["b"][:, None]], 1)
+
+
+@pytest.mark.parametrize("activation,alpha,dale,loss,l2", NETWORKS)
+def test_kf_rtrl_matches_its_reference(activation, alpha, dale, loss, l2):
+    """For given signs, the estimate equals the step-by-step Kronecker-factored recursion."""
+    from modules.rules.uoro import draw_signs
+    net, batch = make_net(activation, alpha, dale=dale), make_batch(loss)
+    rule = build_rule("kf_rtrl", net)
+    signs = draw_signs((B, T, 2), torch.Generator().manual_seed(3), net.W_h)
+    est = rule.surrogate(net, batch, Objective(loss, l2), generator=torch.Generator().manual_seed(3))
+    got, _ = project_grads(est, net)
+    x, y, m = (t.numpy() for t in batch)
+    dale_sign = net.pre_sign.numpy() if dale else None
+    p, fw, delta = lit.setup(numpy_params(net), x, y, m, alpha=alpha, activation=activation, loss=loss,
+                             dale_sign=dale_sign)
+    theta = lit.kf_rtrl_estimates(p, x, fw, delta, alpha, signs.numpy()).sum(0)
+    g = {"W_h": theta[:, :N], "W_x": theta[:, N:N + N_IN], "b": theta[:, -1]}
+    g.update(ref.readout_grads(fw, delta))
+    want = ref.param_grads(g, numpy_params(net)["W_h"], dale_sign)
+    for k in ("W_x", "W_h", "W_out"):
+        want[k] = want[k] + l2 * numpy_params(net)[k]
+    assert_close(got, want, "kf_rtrl")
+
+
+def test_kf_rtrl_mean_is_the_gradient_within_its_sampling_error():
+    """K = 4000 independent estimates of one batch's gradient (the batch replicated, one sign draw per copy):
+    their mean meets BPTT's gradient at the rate its variance predicts, with the power to reject e-prop's
+    bias and a 20% shorter mean (tests/test_online_rules.py's criterion)."""
+    from modules.rules.kf_rtrl import kf_rtrl_estimate
+    from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes
+    from modules.rules.uoro import draw_signs
+    from test_online_rules import assert_unbiased, flat, flat_params, make_batch as online_batch
+    from test_online_rules import make_net as online_net
+    from test_online_rules import B as OB, N as ON, T as OT
+    net, batch, objective = online_net("tanh"), online_batch("ce"), Objective("ce")
+    exact = flat_params(dict(zip(NET_PARAMS, torch.autograd.grad(
+        build_rule("bptt", net).surrogate(net, batch, objective).surrogate, [getattr(net, k) for k in NET_PARAMS]))))
+    eprop = flat_params(dict(zip(NET_PARAMS, torch.autograd.grad(
+        build_rule("eprop", net).surrogate(net, batch, objective).surrogate, [getattr(net, k) for k in NET_PARAMS]))))
+    k, x = 4000, batch[0]
+    h, r = rollout(net, x)
+    psi = slopes(net, h)
+    _, _, d_r = readout_part(net, r, batch, objective)
+    signs = draw_signs((k * OB, OT, 2), torch.Generator().manual_seed(5), r)
+    rep = lambda a: a.repeat(k, *([1] * (a.dim() - 1)))  # noqa: E731
+    z = presynaptic(net, r, x)
+    per_trial = kf_rtrl_estimate(net, rep(r), rep(psi), rep(presynaptic(net, r, x)), rep(psi * d_r), signs,
+                                 per_trial=True)
+    samples = flat(per_trial.reshape(k, OB, ON, -1).sum(1))
+    assert samples.shape == (k, ON * (ON - 1) + ON * N_IN + ON)
+    assert_unbiased(samples, exact.detach(), eprop.detach())
