@@ -112,9 +112,17 @@ class KolenPollackRule(LearningRuleConfig):
     decay: float = key(0.0, NONNEGATIVE)
 
 
+@dataclass
+class KernlRule(LearningRuleConfig):
+    lr: float = key(1e-3, NONNEGATIVE)
+    optimizer: str = key("adam", choices="modules.rules.base:AUX_OPTIMIZERS")
+    sigma: float = key(1e-3, POSITIVE)
+
+
 RULE_SCHEMAS = {"bptt": RuleConfig, "eprop": RuleConfig, "mdgl": RuleConfig, "rflo": RfloRule, "uoro": RuleConfig,
                 "tbptt": TbpttRule, "bptt_scaled": BpttScaledRule, "node_perturbation": NodePerturbationRule,
-                "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig}
+                "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig,
+                "kernl": KernlRule}
 
 
 @dataclass

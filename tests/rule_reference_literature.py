@@ -61,3 +61,38 @@ def kf_rtrl_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha
             c = fw["psi"][b, t] * (delta[b, t] @ p["W_out"])
             out[b] += np.outer(A.T @ c, u)
     return out
+
+
+def kernl_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, beta: np.ndarray,
+                    lam: np.ndarray) -> np.ndarray:
+    """KeRNL with explicit eligibility traces, summed over trials (N, N + N_in + 1):
+        eps_t[p, q] = lam_p eps_{t-1}[p, q] + a z_{t,q},   grad[p, q] += sum_k c_{t,k} beta[k, p] eps_t[p, q]
+    with c_t = psi_t W_out^T delta_t."""
+    B, T, N = fw["r"].shape
+    z = presynaptic(fw, x)
+    out = np.zeros((N, z.shape[-1]))
+    for b in range(B):
+        eps = np.zeros((N, z.shape[-1]))
+        for t in range(T):
+            eps = lam[:, None] * eps + alpha * z[b, t][None, :]
+            c = fw["psi"][b, t] * (delta[b, t] @ p["W_out"])
+            for pp in range(N):
+                out[pp] += sum(c[k] * beta[k, pp] for k in range(N)) * eps[pp]
+    return out
+
+
+def kernl_objective(p: dict, x: np.ndarray, alpha: float, activation: str, xi: np.ndarray, sigma: float,
+                    beta: np.ndarray, lam: np.ndarray, drive_noise=None) -> float:
+    """1 / (2 sigma^2 B T) sum_{b,t} |h~_t - h_t - beta zeta_t|^2, h~ the forward pass with sigma xi_t added to
+    every unit's input, zeta_t = lam zeta_{t-1} + a sigma xi_t."""
+    clean = ref.forward(p, x, alpha, activation, drive_noise)["h"]
+    both = sigma * xi if drive_noise is None else drive_noise + sigma * xi
+    perturbed = ref.forward(p, x, alpha, activation, both)["h"]
+    B, T, N = xi.shape
+    total = 0.0
+    for b in range(B):
+        zeta = np.zeros(N)
+        for t in range(T):
+            zeta = lam * zeta + alpha * sigma * xi[b, t]
+            total += ((perturbed[b, t] - clean[b, t] - beta @ zeta) ** 2).sum()
+    return total / (2.0 * sigma ** 2 * B * T)

@@ -32,7 +32,7 @@ EXTRA = {"tbptt": ["rule.window=2"], "bptt_scaled": ["rule.rho=0.5"]}
 # so the two-process update is not the one-process update on the whole batch. For these the test asserts
 # what still holds: the ranks agree exactly (DDP averaged their estimates), the weights moved, all finite.
 STOCHASTIC = {"uoro": "random projections per step", "node_perturbation": "random perturbations per step",
-              "kf_rtrl": "random signs per step"}
+              "kf_rtrl": "random signs per step", "kernl": "random perturbations per step (its own objective)"}
 
 
 class SaveWeights(pl.Callback):

@@ -260,3 +260,77 @@ def test_kf_rtrl_mean_is_the_gradient_within_its_sampling_error():
     samples = flat(per_trial.reshape(k, OB, ON, -1).sum(1))
     assert samples.shape == (k, ON * (ON - 1) + ON * N_IN + ON)
     assert_unbiased(samples, exact.detach(), eprop.detach())
+
+
+# ----- kernl ------------------------------------------------------------------------------------------------
+def perturb_kernl(rule, n, seed=4):
+    """Move beta and the decays away from their (e-prop) start, so the reference sees a general kernel."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        rule.beta.add_(0.3 * torch.randn(n, n, generator=g, dtype=torch.float64))
+        rule.decay.copy_(torch.rand(n, generator=g, dtype=torch.float64) * 0.9)
+
+
+@pytest.mark.parametrize("activation,alpha,dale,loss,l2", NETWORKS)
+def test_kernl_matches_its_reference(activation, alpha, dale, loss, l2):
+    """The network's estimate equals explicit KeRNL traces; beta's and lambda's own update is the gradient of
+    the perturbation-prediction objective written out plainly (beta: 1e-9; lambda: central finite
+    differences of the plain objective, 1e-6)."""
+    net, batch = make_net(activation, alpha, dale=dale), make_batch(loss)
+    rule = build_rule("kernl", net, sigma=1e-3)
+    perturb_kernl(rule, N)
+    est = rule.surrogate(net, batch, Objective(loss, l2), generator=torch.Generator().manual_seed(9))
+    got, own = project_grads(est, net, rule)
+    xi = torch.randn(B, T, N, generator=torch.Generator().manual_seed(9), dtype=torch.float64).numpy()
+    x, y, m = (t.numpy() for t in batch)
+    dale_sign = net.pre_sign.numpy() if dale else None
+    p, fw, delta = lit.setup(numpy_params(net), x, y, m, alpha=alpha, activation=activation, loss=loss,
+                             dale_sign=dale_sign)
+    beta, lam = rule.beta.detach().numpy(), rule.decay.detach().numpy()
+    theta = lit.kernl_estimates(p, x, fw, delta, alpha, beta, lam)
+    g = {"W_h": theta[:, :N], "W_x": theta[:, N:N + N_IN], "b": theta[:, -1]}
+    g.update(ref.readout_grads(fw, delta))
+    want = ref.param_grads(g, numpy_params(net)["W_h"], dale_sign)
+    for k in ("W_x", "W_h", "W_out"):
+        want[k] = want[k] + l2 * numpy_params(net)[k]
+    assert_close(got, want, "kernl network estimate")
+    objective = lambda b_, l_: lit.kernl_objective(p, x, alpha, activation, xi, 1e-3, b_, l_)  # noqa: E731
+    assert float(est.aux_loss) == pytest.approx(objective(beta, lam), rel=1e-9)
+    h = 1e-6
+    for name, value in (("beta", beta), ("decay", lam)):
+        fd = np.zeros_like(value)
+        for idx in np.ndindex(value.shape):
+            up, down = value.copy(), value.copy()
+            up[idx] += h
+            down[idx] -= h
+            args_up = (up, lam) if name == "beta" else (beta, up)
+            args_down = (down, lam) if name == "beta" else (beta, down)
+            fd[idx] = (objective(*args_up) - objective(*args_down)) / (2 * h)
+        np.testing.assert_allclose(own[name], fd, rtol=1e-6, atol=1e-8, err_msg=f"kernl own update: {name}")
+
+
+def test_kernl_starts_as_eprop():
+    """beta = I and lambda = 1 - a: the network's estimate is e-prop's."""
+    net, batch = make_net("relu", 0.3), make_batch("mse")
+    objective = Objective("mse", 0.01)
+    got, _ = project_grads(build_rule("kernl", net).surrogate(net, batch, objective), net)
+    want, _ = project_grads(build_rule("eprop", net).surrogate(net, batch, objective), net)
+    assert_close(got, want, "kernl at init vs eprop")
+
+
+def test_kernl_learns_the_kernel_of_a_leaky_network():
+    """On a network whose units do not talk to each other (W_h = 0), the true sensitivity is beta = I and
+    lambda = 1 - a: from a wrong start, descending the rule's own objective brings them there."""
+    net, batch = make_net("tanh", 0.4), make_batch("ce")
+    with torch.no_grad():
+        net.W_h.zero_()
+    rule = build_rule("kernl", net, lr=0.05, optimizer="adam")
+    perturb_kernl(rule, N)
+    opt = rule.aux_optimizer()
+    for step in range(400):
+        rule.on_step(step)
+        opt.zero_grad()
+        rule.surrogate(net, batch, Objective("ce")).aux_loss.backward()
+        opt.step()
+    assert torch.allclose(rule.decay, torch.full((N,), 0.6, dtype=torch.float64), atol=0.02), rule.decay
+    assert torch.allclose(rule.beta, torch.eye(N, dtype=torch.float64), atol=0.05), rule.beta
