@@ -119,10 +119,17 @@ class KernlRule(LearningRuleConfig):
     sigma: float = key(1e-3, POSITIVE)
 
 
+@dataclass
+class DniRule(LearningRuleConfig):
+    window: int = key(1, COUNT)
+    lr: float = key(1e-3, NONNEGATIVE)
+    optimizer: str = key("adam", choices="modules.rules.base:AUX_OPTIMIZERS")
+
+
 RULE_SCHEMAS = {"bptt": RuleConfig, "eprop": RuleConfig, "mdgl": RuleConfig, "rflo": RfloRule, "uoro": RuleConfig,
                 "tbptt": TbpttRule, "bptt_scaled": BpttScaledRule, "node_perturbation": NodePerturbationRule,
                 "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig,
-                "kernl": KernlRule}
+                "kernl": KernlRule, "dni": DniRule}
 
 
 @dataclass

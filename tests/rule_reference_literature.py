@@ -96,3 +96,36 @@ def kernl_objective(p: dict, x: np.ndarray, alpha: float, activation: str, xi: n
             zeta = lam * zeta + alpha * sigma * xi[b, t]
             total += ((perturbed[b, t] - clean[b, t] - beta @ zeta) ** 2).sum()
     return total / (2.0 * sigma ** 2 * B * T)
+
+
+def dni_gradients(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, window: int, code: np.ndarray,
+                  A: np.ndarray, C: np.ndarray, c: np.ndarray) -> tuple[dict, dict]:
+    """DNI by an explicit backward recursion. Cuts: s = t - 1 for t = window, 2 window, ... < T. With
+    gh_t = dL/dh_t as the rule sees it (B trials, code (B, T, N_out) the module's target input):
+        carried_t = (1 - a) gh_{t+1} + a psi_t W_h^T gh_{t+1}        (what step t+1 sends back into h_t)
+        gh_t = psi_t W_out^T delta_t + (sg_t / B if t is a cut else carried_t),   sg_t = A h_t + C code_t + c
+        target_t = B carried_t at a cut;  own update of aux = 1/(2B) sum |sg_t - target_t|^2:
+        dA = sum (sg - target) h_t^T / B,  dC = sum (sg - target) code_t^T / B,  dc = sum (sg - target) / B
+    Returns ({W_h, W_x, b} for the effective weights, {sg_state, sg_target, sg_bias})."""
+    B, T, N = fw["r"].shape
+    cuts = {t - 1 for t in range(window, T, window)}
+    gh_next = np.zeros((B, N))
+    gu = np.zeros((B, T, N))
+    own = {"sg_state": np.zeros_like(A), "sg_target": np.zeros_like(C), "sg_bias": np.zeros_like(c)}
+    for t in reversed(range(T)):
+        carried = (1.0 - alpha) * gh_next + alpha * fw["psi"][:, t] * (gh_next @ p["W_h"]) if t + 1 < T else 0 * gh_next
+        immediate = fw["psi"][:, t] * (delta[:, t] @ p["W_out"])
+        if t in cuts:
+            sg = fw["h"][:, t] @ A.T + code[:, t] @ C.T + c
+            gh = immediate + sg / B
+            err = sg - B * carried
+            own["sg_state"] += err.T @ fw["h"][:, t] / B
+            own["sg_target"] += err.T @ code[:, t] / B
+            own["sg_bias"] += err.sum(0) / B
+        else:
+            gh = immediate + carried
+        gu[:, t] = alpha * gh
+        gh_next = gh
+    r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
+    g = {"W_h": np.einsum("btp,btq->pq", gu, r_prev), "W_x": np.einsum("btp,btq->pq", gu, x), "b": gu.sum((0, 1))}
+    return g, own
