@@ -126,10 +126,16 @@ class DniRule(LearningRuleConfig):
     optimizer: str = key("adam", choices="modules.rules.base:AUX_OPTIMIZERS")
 
 
+@dataclass
+class ModpropRule(RuleConfig):
+    mu: float = key(0.25, NONNEGATIVE)
+
+
 RULE_SCHEMAS = {"bptt": RuleConfig, "eprop": RuleConfig, "mdgl": RuleConfig, "rflo": RfloRule, "uoro": RuleConfig,
                 "tbptt": TbpttRule, "bptt_scaled": BpttScaledRule, "node_perturbation": NodePerturbationRule,
                 "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig,
-                "kernl": KernlRule, "dni": DniRule}
+                "kernl": KernlRule, "dni": DniRule,
+                "modprop": ModpropRule}
 
 
 @dataclass

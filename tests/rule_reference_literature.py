@@ -129,3 +129,23 @@ def dni_gradients(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: fl
     r_prev = np.concatenate([np.zeros((B, 1, N)), fw["r"][:, :-1]], axis=1)
     g = {"W_h": np.einsum("btp,btq->pq", gu, r_prev), "W_x": np.einsum("btp,btq->pq", gu, x), "b": gu.sum((0, 1))}
     return g, own
+
+
+def modprop_estimates(p: dict, x: np.ndarray, fw: dict, delta: np.ndarray, alpha: float, mu: float,
+                      w_bar: np.ndarray) -> np.ndarray:
+    """ModProp by its filter taps, summed over trials (N, N + N_in + 1):
+        gh_t = sum_{s >= 0} (K^T)^s (psi_{t+s} W_out^T delta_{t+s}),   K = (1 - a) I + a mu W_bar (zero diagonal)
+        grad[p, q] = a sum_t gh_{t,p} z_{t,q}"""
+    B, T, N = fw["r"].shape
+    z = presynaptic(fw, x)
+    K = (1.0 - alpha) * np.eye(N) + alpha * mu * w_bar * (1.0 - np.eye(N))
+    out = np.zeros((N, z.shape[-1]))
+    for b in range(B):
+        for t in range(T):
+            gh = np.zeros(N)
+            tap = np.eye(N)
+            for s in range(T - t):
+                gh += tap @ (fw["psi"][b, t + s] * (delta[b, t + s] @ p["W_out"]))
+                tap = tap @ K.T
+            out += alpha * np.outer(gh, z[b, t])
+    return out

@@ -389,3 +389,33 @@ def test_dni_module_learns_the_gradient_it_replaces():
         rule.surrogate(net, batch, objective).aux_loss.backward()
         opt.step()
     assert float(rule.surrogate(net, batch, objective).aux_loss) < first / 10
+
+
+# ----- modprop ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mu", [0.25, 1.0])
+@pytest.mark.parametrize("activation,alpha,dale,loss,l2", NETWORKS)
+def test_modprop_matches_its_filter_taps(activation, alpha, dale, loss, l2, mu):
+    """The estimate equals the sum over explicit filter taps (K^T)^s of the local credit psi * L."""
+    net, batch = make_net(activation, alpha, dale=dale), make_batch(loss)
+    rule = build_rule("modprop", net, mu=mu)
+    got, _ = project_grads(rule.surrogate(net, batch, Objective(loss, l2)), net)
+    x, y, m = (t.numpy() for t in batch)
+    dale_sign = net.pre_sign.numpy() if dale else None
+    p, fw, delta = lit.setup(numpy_params(net), x, y, m, alpha=alpha, activation=activation, loss=loss,
+                             dale_sign=dale_sign)
+    w_bar = ref.type_average(p["W_h"], net.types.numpy())
+    theta = lit.modprop_estimates(p, x, fw, delta, alpha, mu, w_bar)
+    g = {"W_h": theta[:, :N], "W_x": theta[:, N:N + N_IN], "b": theta[:, -1]}
+    g.update(ref.readout_grads(fw, delta))
+    want = ref.param_grads(g, numpy_params(net)["W_h"], dale_sign)
+    for k in ("W_x", "W_h", "W_out"):
+        want[k] = want[k] + l2 * numpy_params(net)[k]
+    assert_close(got, want, "modprop")
+
+
+def test_modprop_with_mu_zero_is_eprop():
+    net, batch = make_net("relu", 0.3, dale=True), make_batch("ce")
+    objective = Objective("ce", 0.01)
+    got, _ = project_grads(build_rule("modprop", net, mu=0.0).surrogate(net, batch, objective), net)
+    want, _ = project_grads(build_rule("eprop", net).surrogate(net, batch, objective), net)
+    assert_close(got, want, "modprop mu=0 vs eprop")
