@@ -443,3 +443,18 @@ def test_kf_rtrl_has_less_variance_than_uoro():
            for name, e in (("kf_rtrl", kf), ("uoro", uo))}
     assert mse["kf_rtrl"] == pytest.approx(5.03, abs=0.01) and mse["uoro"] == pytest.approx(30.44, abs=0.01), mse
     assert float((eprop - exact).pow(2).sum()) / g2 == pytest.approx(1.16, abs=0.01)
+
+
+# ----- conformance (study.py's checks; check 6, DDP, runs in tests/test_ddp.py for every rule) ---------------
+# kf_rtrl's check 10 draws K = 2000 estimates one call at a time (~50 s on a shared CPU): slow; the fast suite
+# has test_kf_rtrl_mean_is_the_gradient_within_its_sampling_error (the same question, vectorised)
+@pytest.mark.parametrize("rule,unbiased,learns", [("kolen_pollack", False, True),
+                                                  pytest.param("kf_rtrl", True, False, marks=pytest.mark.slow),
+                                                  ("kernl", False, True), ("dni", False, True),
+                                                  ("modprop", False, False)])
+def test_conformance_passes(rule, unbiased, learns):
+    from rulescape.conformance import run_checks
+    results = {r.number: r for r in run_checks(rule, {}, ddp=False)}  # the constructors' defaults
+    assert not [r for r in results.values() if r.failed], [(r.number, r.detail) for r in results.values() if r.failed]
+    assert results[10].outcome == ("pass" if unbiased else "n/a")
+    assert results[11].outcome == ("pass" if learns else "n/a")
