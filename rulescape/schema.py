@@ -121,9 +121,8 @@ class KernlRule(LearningRuleConfig):
 
 @dataclass
 class DniRule(LearningRuleConfig):
-    window: int = key(1, COUNT)
+    window: int = key(5, COUNT)
     lr: float = key(1e-3, NONNEGATIVE)
-    optimizer: str = key("adam", choices="modules.rules.base:AUX_OPTIMIZERS")
 
 
 @dataclass
