@@ -3,6 +3,7 @@
     python bench.py              # the full table (a few minutes on a 2-core CPU)
     python bench.py --tiny       # seconds; what the test suite runs so this file cannot rot
     python bench.py --json out.json
+    python bench.py --steps-only --tasks dms seqmnist --rules bptt kf_rtrl   # table 1 only, for these rules
 
 On a machine with CUDA everything (runs, baseline, eigenvalues) goes to the GPU, timed with synchronisation.
 
@@ -124,15 +125,18 @@ def plain_step_ms(overrides: list[str], steps: int, warmup: int) -> float:
     return 1000 * (now() - start) / steps
 
 
-def train_step_table(task: str, steps: int, warmup: int, repeats: int, extra: list[str]) -> list[dict]:
-    """Median over repeats, rules and the baseline interleaved so that drift hits all alike."""
+def train_step_table(task: str, steps: int, warmup: int, repeats: int, extra: list[str],
+                     rules: list[str] | None = None) -> list[dict]:
+    """Median over repeats, rules and the baseline interleaved so that drift hits all alike (`rules`: a subset
+    of the registry; default every rule)."""
     base = [f"task={task}", "logger=none", *extra]
-    times: dict[str, list[float]] = {"plain": [], "lightning loop (empty step)": [], **{r: [] for r in RULES}}
+    rules = RULES if rules is None else rules
+    times: dict[str, list[float]] = {"plain": [], "lightning loop (empty step)": [], **{r: [] for r in rules}}
     skipped: dict[str, str] = {}
     for _ in range(repeats):
         times["plain"].append(plain_step_ms(base, steps, warmup))
         times["lightning loop (empty step)"].append(lightning_step_ms(base, steps, warmup, empty=True))
-        for rule in RULES:
+        for rule in rules:
             if rule in skipped:
                 continue
             try:
@@ -375,24 +379,32 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="seconds-long smoke version (for the tests)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--tasks", nargs="+", default=["dms", "seqmnist", "pattern"])
+    parser.add_argument("--rules", nargs="+", choices=RULES, help="time only these rules (default: every one)")
+    parser.add_argument("--steps-only", action="store_true", help="only table 1, ms per training step")
+    parser.add_argument("--steps", type=int, help="timed steps per repeat (default 100; --tiny 5)")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats, the median reported (default 5)")
     args = parser.parse_args(argv)
     quiet_third_party()
     say_once()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no per-Trainer banners in the table
     torch.set_num_threads(1)  # what a run uses (threads=1): one process per run is fastest here
     steps, warmup, repeats = (5, 2, 1) if args.tiny else (100, 10, 5)
+    steps, repeats = args.steps or steps, args.repeats or repeats
     results = {"machine": machine(), "train_step": [], "along_run": [], "curvature": [], "cadence": []}
     for task in args.tasks:
         tiny = ["model.hidden_size=16", "task.train_size=64", "task.batch_size=16"] if args.tiny else []
-        rows = train_step_table(task, steps, warmup, repeats, tiny)
+        rows = train_step_table(task, steps, warmup, repeats, tiny, args.rules)
         results["train_step"] += rows
+        if args.steps_only:
+            continue
         short = ["trainer.max_steps=40", "curvature.every_n_steps=10"] if args.tiny else []
         along = curvature_along_run(task, 1 if args.tiny else 2, tiny + short)
         results["along_run"].append(along)
         results["curvature"].append(curvature_table(task, min(repeats, 3), 0 if args.tiny else 200, tiny))
         results["cadence"].append(cadence_table(task, tiny + short))
     extra = ["trainer.max_steps=20", "model.hidden_size=16"] if args.tiny else []
-    results["default_run"] = default_run_wall(extra)
+    if not args.steps_only:
+        results["default_run"] = default_run_wall(extra)
     results["tiny"] = args.tiny
     print_tables(results)
     if args.json:
@@ -454,6 +466,8 @@ def print_tables(results: dict) -> None:
             print(f"| {r['task']} | {r['what']} | {r['ms_per_step']:.2f} | {r['ratio_vs_plain']:.2f} |")
     if skipped:  # the reasons under the table, one line each: a table row stays one row
         print("\nskipped: " + "; ".join(f"{r['what']} on {r['task']}: {one_line(r['skipped'])}" for r in skipped))
+    if "default_run" not in results:  # --steps-only
+        return
     print("\nlambda_1 along a default run (every measurement point, each checked against a converged reference):"
           "\n| task | points (steps) | ours ms (max rel err) | ours HVPs warm / cold | PyHessian ms (tol, max rel err) "
           "| PyHessian HVPs | HVP ratio | speed-up | 1 HVP ms (autograd) | 1 linearisation ms (autograd) "

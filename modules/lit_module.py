@@ -2,6 +2,8 @@
 
 Manual optimization, because the rule decides what reaches `.grad`: the readout's exact gradient plus the
 rule's estimate for W_h, W_x and b. Under DDP, manual_backward averages the estimate across ranks.
+A rule that learns (modules/rules/base.py) adds its own objective to the same backward and gets a second
+optimizer for its own parameters, stepped after the network's.
 """
 from __future__ import annotations
 
@@ -45,16 +47,24 @@ class RuleModule(pl.LightningModule):
     # ----- what a step does -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         batch = prepare_batch(batch, self.net)  # float64=true trains in double
-        opt = self.optimizers()
+        opts = self.optimizers()
+        opt, aux_opt = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
         opt.zero_grad(set_to_none=True)
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
         noise = self.net.sample_noise(batch[0], self.noise_generator())
         self.rule.on_step(self.global_step)  # step-dependent and stochastic rules key this step on it
         estimate = self.rule.surrogate(self.net, batch, self.objective, noise=noise)
-        self.manual_backward(estimate.surrogate)
+        if aux_opt is not None and estimate.aux_loss is None:
+            raise RuntimeError(f"rule {self.rule.name} owns parameters but returned no aux_loss")
+        # one backward for both: the aux objective reaches only the rule's parameters, the surrogate only the net's
+        self.manual_backward(estimate.surrogate if aux_opt is None else estimate.surrogate + estimate.aux_loss)
         self.check_finite(estimate.loss)
         if self.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_norm)
         opt.step()
+        if aux_opt is not None:  # the bare optimizer: Lightning counts a step (global_step) per optimizer step
+            aux_opt.optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
@@ -68,19 +78,23 @@ class RuleModule(pl.LightningModule):
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Raise Diverged if the loss or any update is NaN/Inf (one host sync per step)."""
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        grads = [p.grad for p in [*self.net.parameters(), *self.rule.parameters()] if p.grad is not None]
         total = loss.detach() + torch.stack([g.sum() for g in grads]).sum()
         if not bool(torch.isfinite(total)):
             what = "loss" if not bool(torch.isfinite(loss)) else "update"
             raise Diverged(self.global_step, what)
 
     def configure_optimizers(self):
+        """The network's optimizer (and scheduler); a rule that learns adds its own optimizer as a second entry
+        ([{network's}, {"optimizer": rule's}]); the scheduler is the network's only."""
         params = [p for p in self.net.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
+        aux = self.rule.aux_optimizer()
         if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
-                                                         "interval": "step"}}
+            return optimizer if aux is None else [{"optimizer": optimizer}, {"optimizer": aux}]
+        first = {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                          "interval": "step"}}
+        return first if aux is None else [first, {"optimizer": aux}]
 
     # ----- private noise: its own generator, so measurements never shift the training trajectory --------
     def noise_generator(self) -> torch.Generator | None:

@@ -148,6 +148,25 @@ def extra_state_problem(got, want, where: str) -> str | None:
     return None
 
 
+def optimizer_state_problem(saved: dict, optimizer, k: int) -> str | None:
+    """What in one saved optimizer state does not fit `optimizer` (parameter count, state shapes), or None."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    opt_state, groups = saved.get("state"), saved.get("param_groups")
+    if not isinstance(opt_state, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return f"optimizer_states[{k}] has no state / param_groups"
+    indices = [i for g in groups for i in (g.get("params") or [])]
+    if sorted(indices) != list(range(len(params))) or len(groups) != len(optimizer.param_groups):
+        return f"its optimizer holds {len(indices)} parameters; this run's holds {len(params)}"
+    for index, entry in opt_state.items():
+        if not is_count(index) or index >= len(params) or not isinstance(entry, dict):
+            return f"optimizer state {index!r} names no parameter"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
+                return (f"optimizer state {index}.{name} is {tuple(value.shape)}; its parameter is "
+                        f"{tuple(params[index].shape)}")
+    return None
+
+
 def contents_problem(ckpt: dict, module) -> str | None:
     """What in the checkpoint does not fit this run's module, optimizer and Lightning's own state (keys,
     shapes, dtypes, types), or None. Checked before resuming: a checkpoint that fits loads."""
@@ -175,28 +194,21 @@ def contents_problem(ckpt: dict, module) -> str | None:
             return (f"state_dict[{name!r}] is {tuple(got.shape)} {got.dtype}; this run's is "
                     f"{tuple(want.shape)} {want.dtype}")
     built = module.configure_optimizers()
-    optimizer = built["optimizer"] if isinstance(built, dict) else built
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    entries = built if isinstance(built, list) else [built]  # a rule that learns adds its own optimizer
+    optimizers = [e["optimizer"] if isinstance(e, dict) else e for e in entries]
+    n_schedulers = sum(isinstance(e, dict) and "lr_scheduler" in e for e in entries)
     states = ckpt.get("optimizer_states")
-    if not isinstance(states, list) or len(states) != 1 or not isinstance(states[0], dict):
-        return "optimizer_states is not one optimizer's state"
-    opt_state, groups = states[0].get("state"), states[0].get("param_groups")
-    if not isinstance(opt_state, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        return "optimizer_states[0] has no state / param_groups"
-    indices = [i for g in groups for i in (g.get("params") or [])]
-    if sorted(indices) != list(range(len(params))) or len(groups) != len(optimizer.param_groups):
-        return f"its optimizer holds {len(indices)} parameters; this run's holds {len(params)}"
-    for index, entry in opt_state.items():
-        if not is_count(index) or index >= len(params) or not isinstance(entry, dict):
-            return f"optimizer state {index!r} names no parameter"
-        for name, value in entry.items():
-            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
-                return (f"optimizer state {index}.{name} is {tuple(value.shape)}; its parameter is "
-                        f"{tuple(params[index].shape)}")
+    if not isinstance(states, list) or len(states) != len(optimizers) or not all(isinstance(s, dict) for s in states):
+        return ("optimizer_states is not one optimizer's state" if len(optimizers) == 1 else
+                f"optimizer_states is not {len(optimizers)} optimizers' states (the network's and the rule's)")
+    for k, (optimizer, saved) in enumerate(zip(optimizers, states)):
+        problem = optimizer_state_problem(saved, optimizer, k)
+        if problem:
+            return problem
     schedulers = ckpt.get("lr_schedulers")
-    if not isinstance(schedulers, list) or len(schedulers) != int(isinstance(built, dict)) \
+    if not isinstance(schedulers, list) or len(schedulers) != n_schedulers \
             or not all(isinstance(s, dict) for s in schedulers):
-        return f"lr_schedulers holds {schedulers!r:.40}; this run has {int(isinstance(built, dict))} scheduler(s)"
+        return f"lr_schedulers holds {schedulers!r:.40}; this run has {n_schedulers} scheduler(s)"
     loops, callbacks = ckpt.get("loops"), ckpt.get("callbacks")
     if not isinstance(loops, dict) or not isinstance(loops.get("fit_loop"), dict):
         return "it has no fit loop state (loops.fit_loop)"

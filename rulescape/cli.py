@@ -31,6 +31,11 @@ def usage() -> str:
     for group, options in groups().items():
         lines.append(f"  {group + '=':<12}" + ", ".join(o + ("*" if defaults.get(group) == o else "")
                                                       for o in options))
+    from modules.rules import RULES
+    learners = sorted(name for name, cls in RULES.items() if getattr(cls, "learns", False))
+    if learners:  # rules that own parameters trained by their own objective (modules/rules/base.py)
+        lines.append(f"  rules that learn their own credit pathway ({len(learners)}; own parameters trained with "
+                     f"rule.lr, rule.optimizer): {', '.join(learners)}")
     lines += ["", "main keys (key=default; every key with its type, range and help: docs/configuration.md):"]
     for name in MAIN_KEYS:
         group, _, rest = name.partition(".")

@@ -19,6 +19,11 @@ checked against finite differences in tests/test_bptt_fd.py).
      9  exact = True                          the rule declares it: every estimate equals BPTT's to 1e-9
     10  unbiased = True                       the rule declares it: the mean of K keyed draws meets the exact
                                               gradient within its sampling error (chi^2 of the z-scores)
+    11  a rule that learns: local, finite     a rule with parameters returns its own objective (aux_loss); its
+                                              gradient is finite, not zero, and reaches no network parameter;
+                                              the network's estimate reaches no rule parameter (all 3 networks)
+
+Checks 4-6 include a learning rule's update of its own parameters (as `aux.<name>` entries of the estimate).
 
 A check that cannot run (the rule raises) fails with the exception's first line. The verdicts are data
 (`CheckResult`); study.py prints them as a table and stops with exit 1 on a failure.
@@ -64,7 +69,7 @@ class CheckResult:
 CHECKS = {1: "forward loss is the exact objective", 2: "finite", 3: "depends on W_h",
           4: "same seed, same estimate", 5: "resume (state_dict round trip)", 6: "DDP average (2 gloo processes)",
           7: "readout gets its exact gradient", 8: "alignment with BPTT", 9: "exact = True: equals BPTT",
-          10: "unbiased = True: mean of K draws"}
+          10: "unbiased = True: mean of K draws", 11: "a rule that learns: aux update local, finite"}
 
 
 # ------------------------------------------------------------------------------------ tiny problems
@@ -109,10 +114,19 @@ def grads_of(surrogate: torch.Tensor, net) -> dict[str, torch.Tensor]:
 
 
 def estimate(rule, net, batch, objective, noise, step: int | None = None) -> dict[str, torch.Tensor]:
-    """The rule's estimate for every parameter; `step` announces a training step first (on_step)."""
+    """The rule's estimate for every parameter; `step` announces a training step first (on_step). A rule
+    that learns adds its own parameters' update as `aux.<name>` (from surrogate + aux_loss, as in training)."""
     if step is not None:
         rule.on_step(step)
-    return grads_of(rule.surrogate(net, batch, objective, noise=noise).surrogate, net)
+    est = rule.surrogate(net, batch, objective, noise=noise)
+    own = dict(rule.named_parameters())
+    if not own:
+        return grads_of(est.surrogate, net)
+    total = est.surrogate + est.aux_loss
+    got = torch.autograd.grad(total, params_of(net) + list(own.values()), allow_unused=True)
+    names = list(PARAMS) + [f"aux.{k}" for k in own]
+    values = params_of(net) + list(own.values())
+    return {k: (g if g is not None else torch.zeros_like(p)).detach() for k, p, g in zip(names, values, got)}
 
 
 def exact_gradient(net, batch, objective, noise) -> dict[str, torch.Tensor]:
@@ -125,8 +139,9 @@ def make_rule(name: str, params: dict, net, seed: int = RULE_SEED):
     return build_rule(name, net, **params)
 
 
-def flat(g: dict[str, torch.Tensor], keys=PARAMS) -> torch.Tensor:
-    return torch.cat([g[k].flatten() for k in keys])
+def flat(g: dict[str, torch.Tensor], keys=None) -> torch.Tensor:
+    """Every entry of g (or those in `keys`), flattened and concatenated."""
+    return torch.cat([g[k].flatten() for k in (keys or g)])
 
 
 def same(a: dict, b: dict) -> bool:
@@ -279,13 +294,45 @@ def check_unbiased(name, params, rule_cls, k: int = UNBIASED_K):
     if not getattr(rule_cls, "unbiased", False):
         return "n/a", "the rule does not declare unbiased = True"
     net, batch, objective, noise = tiny_problem(0)
-    exact = flat(exact_gradient(net, batch, objective, noise))
+    exact = flat(exact_gradient(net, batch, objective, noise), PARAMS)
     rule = make_rule(name, params, net)
-    samples = torch.stack([flat(estimate(rule, net, batch, objective, noise, step=s)) for s in range(k)])
+    samples = torch.stack([flat(estimate(rule, net, batch, objective, noise, step=s), PARAMS) for s in range(k)])
     s = unbiased_statistics(samples, exact)
     text = (f"K = {k}: mean square z = {s['chi2']:.2f} over {s['d']} varying coordinates (pass < 2.5), "
             f"largest z-score {s['z_max']:.2f} (pass < 5), fixed coordinates off by {s['fixed']:.1e}")
     return s["chi2"] < 2.5 and s["z_max"] < 5 and s["fixed"] <= EXACT_ATOL, text
+
+
+def check_learning(name, params):
+    """A rule that learns: its aux objective trains only its own parameters, the surrogate only the network's."""
+    net, _, _, _ = tiny_problem(0)
+    if not list(make_rule(name, params, net).parameters()):
+        return "n/a", "the rule owns no parameters"
+    for i in range(len(NETWORKS)):
+        net, batch, objective, noise = tiny_problem(i)
+        rule = make_rule(name, params, net)
+        rule.on_step(0)
+        est = rule.surrogate(net, batch, objective, noise=noise)
+        own = list(rule.parameters())
+        if est.aux_loss is None or est.aux_loss.dim() != 0:
+            return False, f"network {i + 1}: the rule owns parameters but returns no scalar aux_loss"
+        if not torch.isfinite(est.aux_loss):
+            return False, f"network {i + 1}: aux_loss is {float(est.aux_loss)}"
+        into_net = torch.autograd.grad(est.aux_loss, params_of(net), allow_unused=True, retain_graph=True)
+        leaks = [k for k, g in zip(PARAMS, into_net) if g is not None and bool(g.abs().max() > 0)]
+        if leaks:
+            return False, f"network {i + 1}: the rule's own objective reaches the network's {', '.join(leaks)}"
+        into_rule = torch.autograd.grad(est.surrogate, own, allow_unused=True, retain_graph=True)
+        if any(g is not None and bool(g.abs().max() > 0) for g in into_rule):
+            return False, f"network {i + 1}: the network's estimate reaches the rule's own parameters"
+        aux = torch.autograd.grad(est.aux_loss, own, allow_unused=True)
+        aux = [g for g in aux if g is not None]
+        if not aux or not all(torch.isfinite(g).all() for g in aux):
+            return False, f"network {i + 1}: the rule's own update is missing or not finite"
+        if not any(bool(g.abs().max() > 0) for g in aux):
+            return False, f"network {i + 1}: the rule's own update is zero"
+    n = sum(p.numel() for p in make_rule(name, params, net).parameters())
+    return True, f"{n} own parameters; aux update finite, nonzero and local on {len(NETWORKS)} networks"
 
 
 # ----------------------------------------------------------------------------------------------- DDP
@@ -361,7 +408,8 @@ def run_checks(name: str, params: dict | None = None, ddp: bool = True) -> list[
             (5, lambda: check_resume(name, params)),
             (6, (lambda: check_ddp(name, params, rule_cls)) if ddp else None),
             (7, lambda: check_readout(name, params)), (8, lambda: check_alignment(name, params)),
-            (9, lambda: check_exact(name, params, rule_cls)), (10, lambda: check_unbiased(name, params, rule_cls))]
+            (9, lambda: check_exact(name, params, rule_cls)), (10, lambda: check_unbiased(name, params, rule_cls)),
+            (11, lambda: check_learning(name, params))]
     results = []
     for number, run in plan:
         if run is None:

@@ -100,9 +100,41 @@ class RtrlRule(RuleConfig):
     batch_size: int = key(64, COUNT)
 
 
+@dataclass
+class LearningRuleConfig(RuleConfig):
+    """A rule that learns (modules/rules/base.py): its own parameters' optimizer and learning rate."""
+    lr: float = key(0.1, NONNEGATIVE)
+    optimizer: str = key("sgd", choices="modules.rules.base:AUX_OPTIMIZERS")
+
+
+@dataclass
+class KolenPollackRule(LearningRuleConfig):
+    decay: float = key(0.0, NONNEGATIVE)
+
+
+@dataclass
+class KernlRule(LearningRuleConfig):
+    lr: float = key(1e-3, NONNEGATIVE)
+    optimizer: str = key("adam", choices="modules.rules.base:AUX_OPTIMIZERS")
+    sigma: float = key(1e-3, POSITIVE)
+
+
+@dataclass
+class DniRule(LearningRuleConfig):
+    window: int = key(5, COUNT)
+    lr: float = key(1e-3, NONNEGATIVE)
+
+
+@dataclass
+class ModpropRule(RuleConfig):
+    mu: float = key(0.25, NONNEGATIVE)
+
+
 RULE_SCHEMAS = {"bptt": RuleConfig, "eprop": RuleConfig, "mdgl": RuleConfig, "rflo": RfloRule, "uoro": RuleConfig,
                 "tbptt": TbpttRule, "bptt_scaled": BpttScaledRule, "node_perturbation": NodePerturbationRule,
-                "rtrl": RtrlRule}
+                "rtrl": RtrlRule, "kolen_pollack": KolenPollackRule, "kf_rtrl": RuleConfig,
+                "kernl": KernlRule, "dni": DniRule,
+                "modprop": ModpropRule}
 
 
 @dataclass

@@ -31,7 +31,8 @@ EXTRA = {"tbptt": ["rule.window=2"], "bptt_scaled": ["rule.rho=0.5"]}
 # Rules whose estimate draws random numbers per step: each rank draws the same numbers for its half batch,
 # so the two-process update is not the one-process update on the whole batch. For these the test asserts
 # what still holds: the ranks agree exactly (DDP averaged their estimates), the weights moved, all finite.
-STOCHASTIC = {"uoro": "random projections per step", "node_perturbation": "random perturbations per step"}
+STOCHASTIC = {"uoro": "random projections per step", "node_perturbation": "random perturbations per step",
+              "kf_rtrl": "random signs per step", "kernl": "random perturbations per step (its own objective)"}
 
 
 class SaveWeights(pl.Callback):
@@ -120,6 +121,10 @@ def assert_two_equal_one(rule, init, ranks, init_two, ranks_two, stochastic: boo
         if name.startswith("net.W"):
             moved = max(moved, float((two[0][name] - init[name]).abs().max()))
     assert moved > 1e-3, f"{rule}: training did not move the weights: the comparison would be vacuous"
+    from modules.rules import RULES
+    if RULES[rule].learns:  # a rule's own parameters (averaged like gradients, compared above) must move too
+        own = [n for n in init if n.startswith("rule.") and init[n].is_floating_point()]
+        assert max(float((two[0][n] - init[n]).abs().max()) for n in own) > 1e-6, f"{rule}: own parameters still"
 
 
 def test_every_registered_rule_two_processes_equal_one_on_the_whole_batch(tmp_path):

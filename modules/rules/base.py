@@ -3,6 +3,18 @@
 Why a surrogate and not gradients: the estimate then arrives through an ordinary backward pass, so
 Lightning's manual_backward (and DDP's gradient averaging across ranks) treats every rule exactly like
 BPTT, and a measurement can ask for the same estimate with torch.autograd.grad without touching `.grad`.
+
+Rules that learn (KeRNL's kernels, DNI's synthetic-gradient module, Kolen-Pollack's feedback matrix) own
+nn.Parameters and a local objective of their own, returned as `Estimate.aux_loss`. One mechanism:
+
+    - the training step backpropagates surrogate + aux_loss once: d(surrogate)/d(rule's parameters) is
+      None (the rule uses them detached in the network's estimate) and d(aux_loss)/d(network) is None (the
+      aux objective sees the network's quantities detached), so the two updates never mix;
+    - the rule's parameters get their own optimizer (`rule.optimizer`, `rule.lr` from the rule's config;
+      `aux_optimizer()`), stepped right after the network's;
+    - being module parameters with a Lightning-managed optimizer, they are checkpointed and resumed with
+      their optimizer state, and DDP averages their gradients across ranks like the network's;
+    - curvature and alignment read the network (`pl_module.net`) only, so they never see them.
 """
 from __future__ import annotations
 
@@ -32,6 +44,11 @@ class Estimate:
     surrogate: torch.Tensor  # scalar; d(surrogate)/d(params) is the rule's gradient estimate
     loss: torch.Tensor       # the training objective of the exact forward pass (same value for every rule)
     y_hat: torch.Tensor      # readout (B, T, N_out)
+    # a rule that learns: its own objective, whose gradient reaches only the rule's parameters (None otherwise)
+    aux_loss: torch.Tensor | None = None
+
+
+AUX_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
 
 RESERVED = ("step", "warnings")  # instance attributes every Rule keeps (Rule.__init__); a rule names none of its own so
@@ -40,8 +57,10 @@ RESERVED = ("step", "warnings")  # instance attributes every Rule keeps (Rule.__
 class Rule(nn.Module):
     """A gradient estimator. Subclasses set `name` and implement `surrogate`.
 
-    A rule is an nn.Module only so that its state (e.g. RFLO's feedback matrix) is saved in checkpoints
-    and moved to the model's device; it has no trainable parameters.
+    A rule is an nn.Module so that its state (e.g. RFLO's feedback matrix) is saved in checkpoints and
+    moved to the model's device. Most rules have no trainable parameters; a rule that learns (`learns =
+    True`) registers nn.Parameters, calls `learn_with(lr, optimizer)` in its __init__ and returns its local
+    objective as Estimate.aux_loss on every call (see the module docstring).
     """
 
     name: str = ""
@@ -50,11 +69,28 @@ class Rule(nn.Module):
     # True when the surrogate *is* the exact objective of the same forward pass (BPTT): a measurement may
     # then reuse the exact gradient instead of computing the same one twice
     surrogate_is_objective: bool = False
+    learns: bool = False  # True when the rule owns parameters trained by its own objective (Estimate.aux_loss)
 
     def __init__(self, net: RateRNN):
         super().__init__()
         self.step = 0
         self.warnings: list[str] = []  # said once, in the log and in summary.json
+        self.aux_lr, self.aux_optimizer_name = 0.0, "sgd"
+
+    def learn_with(self, lr: float, optimizer: str = "sgd") -> None:
+        """The optimizer (`sgd` | `adam`) and learning rate of the rule's own parameters (rule.lr, rule.optimizer)."""
+        if optimizer not in AUX_OPTIMIZERS:
+            raise ValueError(f"rule.optimizer={optimizer!r}; choose one of: {', '.join(AUX_OPTIMIZERS)}")
+        if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr >= 0):
+            raise ValueError(f"rule.lr={lr!r} is not allowed; it must be a number >= 0")
+        self.aux_lr, self.aux_optimizer_name = float(lr), optimizer
+
+    def aux_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of the rule's own parameters, or None for a rule without any."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        return AUX_OPTIMIZERS[self.aux_optimizer_name](params, lr=self.aux_lr)
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         self._own_name(name, "buffer")
