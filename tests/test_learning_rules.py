@@ -295,7 +295,7 @@ def test_kernl_matches_its_reference(activation, alpha, dale, loss, l2):
         want[k] = want[k] + l2 * numpy_params(net)[k]
     assert_close(got, want, "kernl network estimate")
     objective = lambda b_, l_: lit.kernl_objective(p, x, alpha, activation, xi, 1e-3, b_, l_)  # noqa: E731
-    assert float(est.aux_loss) == pytest.approx(objective(beta, lam), rel=1e-9)
+    assert float(est.aux_loss.detach()) == pytest.approx(objective(beta, lam), rel=1e-9)
     h = 1e-6
     for name, value in (("beta", beta), ("decay", lam)):
         fd = np.zeros_like(value)

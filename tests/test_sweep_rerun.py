@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from conftest import ROOT
 from rulescape.launcher import Job, JobLauncher, plain_config, record_config
 
-OVERRIDES = ["arm=eprop", "seed=3", "logger=none"]
+OVERRIDES = ["arm=eprop", "seed=3", "logger=none", "hydra.sweep.dir=multirun/rerun"]  # a re-run names its sweep dir
 
 
 def composed(overrides):
@@ -42,8 +42,8 @@ def test_finished_jobs_are_skipped_interrupted_ones_resume_and_other_runs_are_re
     fresh = job_dir(tmp_path, "interrupted_at_start", "interrupted")  # no checkpoint: runs from the start
     failed = job_dir(tmp_path, "failed", "failed")  # refused before it trained: runs again
     killed = job_dir(tmp_path, "killed", "failed", ckpt=True)  # kill -9 mid-run: resumes its checkpoint
-    other = job_dir(tmp_path, "other_command", "ok", recorded=["arm=eprop", "seed=4", "logger=none"])
-    other_ckpt = job_dir(tmp_path, "other_ckpt", "interrupted", recorded=["arm=eprop", "seed=4"], ckpt=True)
+    other = job_dir(tmp_path, "other_command", "ok", recorded=["arm=eprop", "seed=4", "logger=none", "hydra.sweep.dir=multirun/rerun"])
+    other_ckpt = job_dir(tmp_path, "other_ckpt", "interrupted", recorded=["arm=eprop", "seed=4", "hydra.sweep.dir=multirun/rerun"], ckpt=True)
     never = job_dir(tmp_path, "never", None)
     launcher = JobLauncher()
     launcher.log_path = tmp_path / "launcher.log"
