@@ -22,6 +22,7 @@ import numpy as np
 
 from analysis import effects, equal_steps, learning, power
 from analysis.claim import Claim, fmt
+from analysis.claim_text import TEXT
 from analysis.hypothesis import NAMES, PAIRED, run_test, unpaired_version
 from analysis.load import Run
 from analysis.pairing import paired_values, seed_of, unpaired_values
@@ -29,14 +30,6 @@ from analysis.plan import Plan, Spec
 
 MIN_N = 3
 
-TEXT = {"gap_larger": "{arm}: larger gap than {against}",
-        "gap_more_variable": "{arm}: more variable gap than {against}",
-        "gap_equivalent": "{arm}: gap equivalent to {against}'s",
-        "lambda_higher": "{arm}: higher final λ1 than {against}",
-        "lambda_higher_at_equal_steps": "{arm}: higher λ1 than {against} at equal steps",
-        "lambda_equivalent": "{arm}: reproduces {against}'s final λ1",
-        "lambda_follows_rho": "{arm}: λ1 ratio to {against} equals their inverse ρ̄ ratio (Theorem 1)",
-        "gap_lambda_correlation": "gap–λ1 correlation within {arm}"}
 GAP_KINDS = ("gap_larger", "gap_more_variable", "gap_equivalent")
 AT_ANY_STEP = ("lambda_higher_at_equal_steps", "gap_lambda_correlation")  # the others: at the matched point
 

@@ -123,11 +123,10 @@ class Plan:
 
 
 def known_kinds() -> tuple[str, ...]:
-    """The claim kinds the code can evaluate: analysis.claim_kinds' registry (its KINDS where it has one, else
-    the kinds it has a sentence for, TEXT), never a list kept here."""
-    from analysis import claim_kinds
-    kinds = getattr(claim_kinds, "KINDS", None) or getattr(claim_kinds, "TEXT", {})
-    return tuple(kinds)
+    """The claim kinds the code can evaluate: the registry analysis.claim_kinds evaluates (analysis.claim_text's
+    TEXT: a kind and its row's sentence), never a list kept here."""
+    from analysis.claim_text import TEXT
+    return tuple(TEXT)
 
 
 def _number(value, where: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:

@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from rulescape.errors import one_line
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MAIN_KEYS = ("seed", "model.hidden_size", "model.dale", "optimizer.lr", "trainer.max_steps", "l2", "eval_every",
              "curvature.every_n_steps", "alignment.every_n_steps", "stop_at_train_acc", "ckpt_path", "threads")
@@ -108,11 +110,6 @@ def override(key: str, value) -> str:
     """`key=value` for a shell: Hydra-quoted, then shell-quoted."""
     import shlex
     return shlex.quote(f"{key}={hydra_quote(value)}")
-
-
-def one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()
-                     and not line.strip().startswith(("See https://hydra.cc", "Set the environment variable")))
 
 
 def first_of_each_sweep(overrides: list[str]) -> list[str]:

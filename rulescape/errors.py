@@ -14,3 +14,9 @@ class ConfigError(ValueError):
 class RunDirError(ConfigError):
     """The run directory cannot take this run (another run's record, a live run, not writable). Nothing in it
     is touched, not even its summary.json."""
+
+
+def one_line(text: str) -> str:
+    """A library's (Hydra's, OmegaConf's) multi-line message as one line, without its boilerplate hints."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()
+                     and not line.strip().startswith(("See https://hydra.cc", "Set the environment variable")))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rulescape.errors import ConfigError
+from rulescape.errors import ConfigError, one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_CALLBACKS = ("rulescape.sweep_summary.SweepSummary",)
@@ -262,7 +262,6 @@ def compose(argv: list[str]):
 def gate(argv: list[str]) -> str | None:
     """The error line for a command line that would make Hydra or the run build anything outside the
     allow-list (see the module's docstring), or that Hydra cannot compose; None when it may run."""
-    from rulescape.cli import one_line
     for arg in argv:
         if arg.split("=", 1)[0] in REFUSED_FLAGS:
             return f"error: {arg.split('=', 1)[0]} is refused: Hydra would unpickle its file (pickles run code)"
