@@ -383,12 +383,12 @@ def test_dni_module_learns_the_gradient_it_replaces():
     rule = build_rule("dni", net, window=2, lr=0.02, optimizer="adam")
     opt = rule.aux_optimizer()
     objective = Objective("mse")
-    first = float(rule.surrogate(net, batch, objective).aux_loss)
+    first = float(rule.surrogate(net, batch, objective).aux_loss.detach())
     for _ in range(300):
         opt.zero_grad()
         rule.surrogate(net, batch, objective).aux_loss.backward()
         opt.step()
-    assert float(rule.surrogate(net, batch, objective).aux_loss) < first / 10
+    assert float(rule.surrogate(net, batch, objective).aux_loss.detach()) < first / 10
 
 
 # ----- modprop ----------------------------------------------------------------------------------------------
