@@ -125,6 +125,7 @@ def test_hostile_lines_end_to_end_exit_2_and_create_nothing(tmp_path, case):
 
 
 # ---------------------------------------------------------------------- 2. a sweep's identity is its config
+@pytest.mark.slow  # two real sweeps (~20 s); tests/test_sweep_rerun.py checks the launcher's decision in-process
 def test_a_sweep_re_run_with_a_changed_value_is_refused_and_changes_nothing(tmp_path):
     sweep = tmp_path / "sweep"
     first = run_train("-m", *QUICK, f"hydra.sweep.dir={sweep}", "optimizer.lr=0.1")
