@@ -27,7 +27,6 @@ for them), e.g. BPTT stopped at the mean final test accuracy of the bio rules' r
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import pytorch_lightning as pl
 
 from callbacks.generalization import evaluate
 from callbacks.timing import Timed
-from modules.run_records import run_dirs, wait_for
+from modules.run_records import finished_records
 
 # config key -> (set, score, direction): reached when score >= target (+1) or <= target (-1)
 TARGETS = {"stop_at_train_acc": ("train", "acc", +1), "stop_at_train_loss": ("train", "loss", -1),
@@ -46,26 +45,9 @@ def mean_of_runs(pattern: str, field: str, wait_s: float = 0.0, statuses=("ok",)
     """Mean of summary.json[field] over the finished runs in the run dirs that `pattern` names (globs,
     separated by commas), waiting up to wait_s seconds until every matching directory holds a finished
     record. Only runs whose status is in `statuses` count."""
-    seen = {"finished": 0, "dirs": 0}
-
-    def all_finished() -> list[dict] | None:
-        dirs = run_dirs(str(pattern).split(","))
-        records = []
-        for d in dirs:
-            path = Path(d, "summary.json")
-            if not path.is_file():  # a FIFO or directory of that name would block or fail: not a record
-                continue
-            try:
-                records.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                pass
-        finished = [r for r in records if isinstance(r, dict) and r.get("status") not in (None, "interrupted")]
-        seen.update(finished=len(finished), dirs=len(dirs))
-        return finished if dirs and len(finished) == len(dirs) else None
-
-    finished = wait_for(all_finished, wait_s)
+    finished, n_finished, n_dirs = finished_records(pattern, wait_s)
     if finished is None:
-        raise ValueError(f"{pattern!r}: {seen['finished']} of {seen['dirs']} runs finished; no target for {field}")
+        raise ValueError(f"{pattern!r}: {n_finished} of {n_dirs} runs finished; no target for {field}")
     values = [r.get(field) for r in finished if r.get("status") in statuses]
     values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:

@@ -77,15 +77,11 @@ def value_at(steps: list[int], values: list[float], step: int) -> float:
     return values[max(bisect.bisect_right(steps, int(step)) - 1, 0)]
 
 
-def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
-    """The steps at which the runs that `pattern` names (globs, separated by commas) stopped: each finished
-    record's `steps`, sorted, once each. Waits up to wait_s seconds until every matching directory holds a
-    finished record (a study's rule arm waits for its seed's BPTT run, whose directory exists once that job
-    started: the study's sweeps run BPTT first). [] when the pattern names no directory at all (a run outside
-    such a sweep, or a sweep without that arm): the caller says so. `option` names the config key in the
-    one-line errors."""
-    if not run_dirs(str(pattern).split(",")):
-        return []
+def finished_records(pattern: str, wait_s: float = 0.0) -> tuple[list[dict] | None, int, int]:
+    """(records, finished, dirs): the summary.json records of the run dirs that `pattern` names (globs,
+    separated by commas) once every one of them holds a finished record (any status but "interrupted"),
+    waiting up to wait_s seconds; records is None when they never all did, with how many had finished of how
+    many directories matched (for the caller's one-line error)."""
     seen = {"finished": 0, "dirs": 0}
 
     def all_finished() -> list[dict] | None:
@@ -105,9 +101,21 @@ def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
         return records if dirs and len(records) == len(dirs) else None
 
     records = wait_for(all_finished, wait_s)
+    return records, seen["finished"], seen["dirs"]
+
+
+def stop_steps(pattern: str, option: str, wait_s: float = 0.0) -> list[int]:
+    """The steps at which the runs that `pattern` names (globs, separated by commas) stopped: each finished
+    record's `steps`, sorted, once each. Waits up to wait_s seconds until every matching directory holds a
+    finished record (a study's rule arm waits for its seed's BPTT run, whose directory exists once that job
+    started: the study's sweeps run BPTT first). [] when the pattern names no directory at all (a run outside
+    such a sweep, or a sweep without that arm): the caller says so. `option` names the config key in the
+    one-line errors."""
+    if not run_dirs(str(pattern).split(",")):
+        return []
+    records, finished, dirs = finished_records(pattern, wait_s)
     if records is None:
-        raise ValueError(f"{option}={pattern!r}: {seen['finished']} of {seen['dirs']} runs finished "
-                         f"(waited {float(wait_s):g} s)")
+        raise ValueError(f"{option}={pattern!r}: {finished} of {dirs} runs finished (waited {float(wait_s):g} s)")
     steps = set()
     for record in records:
         step = record.get("steps")
