@@ -9,8 +9,6 @@ alignment, and `python train.py --help` naming the rules that learn.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -18,25 +16,12 @@ import torch
 import rule_reference as ref
 import rule_reference_literature as lit
 from modules.objective import Objective
-from modules.rnn import RateRNN
 from modules.rules import RULES, build_rule
+from test_online_rules import make_net  # the same tiny float64 networks (N_IN, N, N_OUT = 3, 5, 2)
 
 N_IN, N, N_OUT, B, T = 3, 5, 2, 3, 6
 NET_PARAMS = ("W_x", "W_h", "b", "W_out", "b_out")
 RTOL, ATOL = 1e-9, 1e-12
-
-
-def make_net(activation="tanh", alpha=0.5, *, dale=False, seed=0):
-    torch.manual_seed(seed)
-    net = RateRNN(N_IN, N, N_OUT, alpha=alpha, activation=activation, dale=dale).double()
-    with torch.no_grad():
-        if not dale:
-            net.W_h.normal_(0.0, 1.5 / math.sqrt(N))
-        net.W_x.normal_(0.0, 1.0)
-        net.b.uniform_(-0.2, 0.6)
-        net.W_out.normal_(0.0, 1.0 / math.sqrt(N))
-        net.b_out.normal_(0.0, 0.5)
-    return net
 
 
 def make_batch(loss="ce", seed=1):
