@@ -259,7 +259,8 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                                 [[r.group, seed_text(r), why, display_path(r.path, sources)]
                                  for r, why in collapsed]).splitlines() + [""]
 
-    header, rows = arm_table(groups, gap, plan, task, by_task_group(all_in_task).get(task, {}))
+    everyone = by_task_group(all_in_task).get(task, {})  # every run of each arm, whatever its status
+    header, rows = arm_table(groups, gap, plan, task, everyone)
     lines += ["### Per arm (ok runs; mean ± std over seeds, std with ddof=1, 0 for a single run)", "",
               "Final λ1 is the record's `lambda_max`; shift_acc / shift_loss (when measured): the shifted test set; "
               "mean |ĝ|/|g| averages the `align_norm_ratio` history; learned (all runs): runs that ended ok, "
@@ -282,7 +283,6 @@ def task_section(task: str, groups: dict[str, list[Run]], all_in_task: list[Run]
                      + ", ".join(f"{r.group} seed {seed_text(r)}" for r in off) if off else "")
                   + ".", ""]
 
-    everyone = by_task_group(all_in_task).get(task, {})
     claims = cl.task_claims(task, groups, gap, plan, everyone)
     n_primary = sum(c.primary for c in claims)
     lines += ["### Claims", "",
