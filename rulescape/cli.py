@@ -247,6 +247,9 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
         from rulescape.rundir import check_run_dir
         from rulescape.schema import check_schema
         from rulescape.validate import settle, validate
+        from hydra.core.hydra_config import HydraConfig
+        # ${hydra:...} (a study arm's `${hydra:sweep.dir}/...` globs) resolves here as in Hydra's own job
+        HydraConfig.instance().set_config(composed)
         try:
             run_dir = OmegaConf.select(composed, "hydra.run.dir")
         except Exception:  # noqa: BLE001 - resolved by Hydra's job only

@@ -183,3 +183,13 @@ def test_own_lr_arm_differs_from_the_shared_arm_in_the_lr_alone(rule):
     keys = ("model", "rule", "task", "l2", "seed")
     assert resolved(own, *keys) == resolved(shared, *keys)
     assert f"{rule}_own_lr" in sweep_arms("dms")
+
+
+@pytest.mark.parametrize("arm", ["eprop", "bptt_matched_len"])
+def test_a_study_arm_runs_alone_outside_its_sweep(arm):
+    """`train.py experiment=study_dms arm=X` (one run, no sweep): the arm's `${hydra:sweep.dir}/...` globs
+    resolve at the command line's check as in Hydra's job (they name no directory there, and the run goes on
+    without them); the check used to refuse it ("HydraConfig was not set")."""
+    from rulescape.cli import preflight
+    assert preflight(["experiment=study_dms", f"arm={arm}", "seed=105", "logger=none",
+                      "hydra.run.dir=outputs/never_created"]) is None
