@@ -61,6 +61,11 @@ class Plan:
     any_rule: list[dict] = field(default_factory=list)
     exploratory: list[dict] = field(default_factory=list)
     rule_controls: list[dict] = field(default_factory=list)  # arm/against templates with {rule}
+    arms: list[str] | None = None  # every arm the edition runs (globs); None: the plan names no list
+
+    def names_arm(self, arm: str) -> bool:
+        """Whether the plan names this arm among the ones its edition runs (always, when it lists none)."""
+        return self.arms is None or any(fnmatch.fnmatchcase(arm, a) for a in self.arms)
 
     def task(self, task: str) -> dict:
         return self.tasks.get(task) or {}
@@ -183,6 +188,9 @@ def _check_top(raw: dict) -> None:
     if controls is not None and (not isinstance(controls, list) or not all(isinstance(c, str) and c for c in controls)):
         raise PlanError(f"controls={controls!r} is refused; a list of arm names or globs, e.g. [bptt_matched, "
                         "bptt_matched_*]")
+    arms = raw.get("arms")
+    if arms is not None and (not isinstance(arms, list) or not all(isinstance(a, str) and a for a in arms)):
+        raise PlanError(f"arms={arms!r} is refused; a list of arm names or globs, e.g. [bptt, eprop, bptt_matched_*]")
     if "min_n" in raw and (isinstance(raw["min_n"], bool) or not isinstance(raw["min_n"], int) or raw["min_n"] < 1):
         raise PlanError(f"min_n={raw['min_n']!r} is refused; an integer >= 1 (runs or pairs a claim needs)")
     for key in ("any_rule", "exploratory", "rule_controls"):
@@ -235,7 +243,8 @@ def load_plan(path: str | Path = DEFAULT_PLAN) -> Plan:
                 reference=str(raw.get("reference", "bptt")),
                 controls=[str(c) for c in raw.get("controls") or []], tasks=raw.get("tasks") or {},
                 any_rule=list(raw.get("any_rule") or []), exploratory=list(raw.get("exploratory") or []),
-                rule_controls=list(raw.get("rule_controls") or []))
+                rule_controls=list(raw.get("rule_controls") or []),
+                arms=[str(a) for a in raw["arms"]] if raw.get("arms") is not None else None)
 
 
 # ------------------------------------------------------------------------------------------ provenance

@@ -35,8 +35,8 @@ REPORTS = [p.parent for p in sorted(STUDY.rglob("runs")) if (p.parent / "report.
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", REPORTS, ids=[str(p.relative_to(STUDY)) for p in REPORTS])
 def test_committed_study_report_is_regenerated_exactly(tmp_path, folder):
-    """Every committed report beside its records: the second edition's, the first's (docs/study/v1) and the
-    pilots'."""
+    """Every committed report beside its records: the third edition's, the second's (docs/study/v2), the
+    first's (docs/study/v1) and the pilots'."""
     assert regenerate(folder / "runs", tmp_path) == (folder / "report.md").read_text()
 
 
@@ -78,10 +78,14 @@ def test_study_readme_generated_blocks_are_current(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("study_readme", ROOT / "tools" / "study_readme.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    assert STUDY / "README.md" in tool.PAGES and STUDY / "v2" / "README.md" in tool.PAGES
+    for page in tool.PAGES:
+        text = page.read_text(encoding="utf-8")
+        blocks = list(tool.BLOCK.finditer(text))
+        assert {m.group("what").split()[0] for m in blocks} >= {"claims", "arms", "runs"}, page
+        assert tool.render(text) == text, f"{page} is stale: run python tools/study_readme.py"
     text = (STUDY / "README.md").read_text(encoding="utf-8")
     blocks = list(tool.BLOCK.finditer(text))
-    assert {m.group("what").split()[0] for m in blocks} >= {"claims", "arms", "runs"}
-    assert tool.render(text) == text, "docs/study/README.md is stale: run python tools/study_readme.py"
     body = blocks[0].group("body")
     digit = next(i for i, ch in enumerate(body) if ch.isdigit())
     tampered = text.replace(body, body[:digit] + str((int(body[digit]) + 1) % 10) + body[digit + 1:], 1)
@@ -102,20 +106,27 @@ def last_primary_change() -> str:
     return log[-1]
 
 
-def test_every_second_edition_record_ran_on_code_that_contains_the_plan():
-    """Pre-registration: each record of the second edition (docs/study/<folder>/runs, not v1 or the pilots)
-    names a commit that contains the last commit that changed docs/study/plan.yaml's primary claims."""
+def test_every_third_edition_record_ran_on_code_that_contains_the_plan():
+    """Pre-registration: each record of the third edition (docs/study/<folder>/runs; not v1, v2 or the pilots)
+    names a commit that contains the last commit that changed docs/study/plan.yaml at all, and its arm is one
+    the plan names (plan.arms), so no arm is cited that the plan does not name."""
     import json
+    from analysis.plan import load_plan
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    plan = last_primary_change()
-    assert plan
+    plan = subprocess.run(["git", "log", "-1", "--format=%H", "--", "docs/study/plan.yaml"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    assert plan and last_primary_change()
     records = sorted(STUDY.glob("*/runs/*/summary.json"))
-    assert len(records) > 500
-    commits = {json.loads(p.read_text())["versions"]["rulescape"] for p in records}
-    for commit in commits:
+    assert records, "the third edition has no records"
+    summaries = [json.loads(p.read_text()) for p in records]
+    for commit in {s["versions"]["rulescape"] for s in summaries}:
         ok = subprocess.run(["git", "merge-base", "--is-ancestor", plan, commit], cwd=ROOT).returncode == 0
         assert ok, f"records from {commit} ran before the plan's commit {plan[:7]}"
+    named = load_plan()
+    unnamed = {s["config"].get("study_arm") or s["rule"] for s in summaries} - \
+        {a for s in summaries for a in [s["config"].get("study_arm") or s["rule"]] if named.names_arm(a)}
+    assert not unnamed, f"records of arms plan.yaml does not name: {sorted(unnamed)}"
 
 
 def test_plain_words_hold_no_number_outside_generated_blocks():

@@ -429,7 +429,8 @@ PLAN = ROOT / "docs" / "study" / "plan.yaml"
     (("test: spearman", "test: pearson"), "unknown test 'pearson'"),
     (("claim: gap_more_variable", "claim: gap_wider"), "unknown claim 'gap_wider'"),
     (("family: gap, alpha: 0.05}", "family: gap, alpha: 2}"), "alpha=2"),
-    (("any_rule:\n", "any_rule: {}\nold_any_rule:\n"), "any_rule={}")])
+    (("any_rule:\n", "any_rule: {}\nold_any_rule:\n"), "any_rule={}"),
+    (("arms: [", "arms: 'bptt'\nold_arms: ["), "arms='bptt'")])
 def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, change, says):
     import report
     text = PLAN.read_text()

@@ -1,9 +1,9 @@
 """docs/study/README.md's generated parts, from the committed reports and sweep logs, so that its tables and
 sentences can never say more (or other) than the study computed:
 
-    <!-- generated: claims -->        the primary claims' sentences of every task's report ("In plain words")
+    <!-- generated: claims [<edition>] -->  the primary claims' sentences of every task's report ("In plain words")
     <!-- generated: arms <folder> --> the per-arm table of docs/study/<folder>/report.md (test score beside gap)
-    <!-- generated: runs -->          runs per records folder, their statuses, and the sweeps' wall time
+    <!-- generated: runs [<edition>] -->    runs per records folder, their statuses, and the sweeps' wall time
     <!-- generated: section <folder> <heading> --> the table of that report section (its lines starting "|")
     <!-- generated: rows <folder> <text> -->       the rows of that report's tables that contain <text>
     <!-- generated: say <folder> <claim>|<claim>|... -->  one sentence per named claim row of that report,
@@ -11,12 +11,15 @@ sentences can never say more (or other) than the study computed:
     ...
     <!-- end generated -->
 
+A folder is a path under docs/study (`dms`, `v2/dms`); an edition is a folder of folders (`v2`: the second
+edition's, none: the current edition's, docs/study itself). Every page in PAGES is rendered.
+
 The wall time of a folder is the sum over its sweeps (each `launching` line of its runs/launcher.log, to the
 last job that ended before the next) of first start to last end: what the 2-core machine took, jobs in
 parallel included.
 
-    python tools/study_readme.py            rewrite docs/study/README.md in place
-    python tools/study_readme.py --check    exit 1, naming the block, if the file is not what this writes
+    python tools/study_readme.py            rewrite every page (docs/study/README.md, v2/README.md) in place
+    python tools/study_readme.py --check    exit 1, naming the page and block, if a page is not what this writes
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "study"
 BLOCK = re.compile(r"(<!-- generated: (?P<what>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 ORDER = ["dms", "seqmnist", "pattern", "neurogym"]
+PAGES = [STUDY / "README.md", STUDY / "v2" / "README.md"]
 
 
 def report(folder: str) -> str:
@@ -49,9 +53,9 @@ def section(text: str, heading: str) -> list[str]:
     return out
 
 
-def claims() -> list[str]:
+def claims(edition: str = "") -> list[str]:
     out = []
-    for task in [t for t in ORDER if (STUDY / t / "report.md").is_file()]:
+    for task in [str(Path(edition) / t) for t in ORDER if (STUDY / edition / t / "report.md").is_file()]:
         out += [line for line in section(report(task), "In plain words") if line.startswith("- On ")]
     return out
 
@@ -76,7 +80,7 @@ def say(folder: str, claims_text: str) -> list[str]:
     """One sentence per claim named (separated by |), from its row in <folder>/report.md: nothing the row
     does not say. A claim the report does not hold is an error (the README names a row that is not there)."""
     rows = {r["claim"]: r for r in claim_table(folder)}
-    task = folder.split("-")[0]
+    task = Path(folder).name.split("-")[0]
     out = []
     for claim in [c.strip() for c in claims_text.split("|") if c.strip()]:
         if claim not in rows:
@@ -111,10 +115,10 @@ def sweeps_wall_s(log: Path) -> float:
     return total
 
 
-def runs() -> list[str]:
+def runs(edition: str = "") -> list[str]:
     rows = ["| records | runs | ok | diverged | failed | interrupted | sweeps' wall time |", "|---|---|---|---|---|---|---|"]
     total_runs, total_s = 0, 0.0
-    for folder in sorted(p.parent for p in STUDY.glob("*/runs") if p.is_dir()):
+    for folder in sorted(p.parent for p in (STUDY / edition).glob("*/runs") if p.is_dir()):
         statuses = Counter(json.loads(p.read_text()).get("status") for p in (folder / "runs").glob("*/summary.json"))
         log = folder / "runs" / "launcher.log"
         wall = sweeps_wall_s(log) if log.is_file() else 0.0
@@ -129,11 +133,11 @@ def runs() -> list[str]:
 def generate(what: str) -> list[str]:
     kind, _, arg = what.partition(" ")
     if kind == "claims":
-        return claims()
+        return claims(arg.strip())
     if kind == "arms":
         return arms(arg)
     if kind == "runs":
-        return runs()
+        return runs(arg.strip())
     if kind == "section":
         folder, _, heading = arg.partition(" ")
         return [line for line in section(report(folder), heading) if line.startswith("|")]
@@ -146,7 +150,7 @@ def generate(what: str) -> list[str]:
         header = next((i for i, line in enumerate(lines) if line.startswith("| claim |")), None)
         rows = [line for line in lines if line.startswith("|") and text in line]
         return ([lines[header], lines[header + 1]] if header is not None else []) + rows
-    raise ValueError(f"unknown generated block '{what}'; choose one of: claims, arms <folder>, runs, "
+    raise ValueError(f"unknown generated block '{what}'; choose one of: claims [<edition>], arms <folder>, runs [<edition>], "
                      "section <folder> <heading>, rows <folder> <text>, say <folder> <claim>|<claim>...")
 
 
@@ -156,18 +160,18 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    path = STUDY / "README.md"
-    text = path.read_text(encoding="utf-8")
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
+    stale_pages = 0
+    for path in PAGES:
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if "--check" not in argv:
+            path.write_text(new, encoding="utf-8")
+        elif new != text:
             stale = [m.group("what") for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new))
                      if m.group(0) != n.group(0)]
-            print(f"docs/study/README.md is stale in block(s) {stale}: run python tools/study_readme.py")
-            return 1
-        return 0
-    path.write_text(new, encoding="utf-8")
-    return 0
+            print(f"{path.relative_to(ROOT)} is stale in block(s) {stale}: run python tools/study_readme.py")
+            stale_pages += 1
+    return 1 if stale_pages else 0
 
 
 if __name__ == "__main__":
