@@ -8,6 +8,11 @@ sentences can never say more (or other) than the study computed:
     <!-- generated: rows <folder> <text> -->       the rows of that report's tables that contain <text>
     <!-- generated: say <folder> <claim>|<claim>|... -->  one sentence per named claim row of that report,
                                       in the row's own words: verdict, effect with its CI, p Holm, test, n
+    <!-- generated: matrix <folder> <folder> ... -->  claim × task: every primary claim of those reports, a
+                                      column per folder, each cell its row's verdict and effect [CI]
+    <!-- generated: rules <folder> <folder> ... -->   rule × task: each rule under test (neither bptt nor a
+                                      control of docs/study/plan.yaml) with its Δgap and λ1 ratio against bptt [CI] (its exploratory or
+                                      primary rows), mean ρ and learned count (the per-arm table)
     ...
     <!-- end generated -->
 
@@ -92,6 +97,73 @@ def say(folder: str, claims_text: str) -> list[str]:
     return out
 
 
+def table(lines: list[str], first: str) -> list[dict]:
+    """The rows of the markdown table whose header line starts with `first`, as {header cell: value}."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(first)), None)
+    if start is None:
+        return []
+    split = lambda line: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # noqa: E731
+    header = split(lines[start])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, split(line))))
+    return rows
+
+
+def verdict_cell(row: dict | None) -> str:
+    """A claim row in a few words: its verdict (without the parenthesis) and effect [CI]."""
+    if row is None:
+        return "not run"
+    verdict = row["verdict"].split(" (")[0]
+    effect = "" if row["effect [95% CI]"] in ("—", "") else f": {row['effect [95% CI]']}"
+    return f"{verdict}{effect}"
+
+
+def matrix(folders: list[str]) -> list[str]:
+    """Claim × task: the primary claims of the folders' reports, in the first report's order."""
+    present = [f for f in folders if (STUDY / f / "report.md").is_file()]
+    rows = {f: {r["claim"]: r for r in claim_table(f)} for f in present}
+    claims_in_order = []
+    for f in present:
+        claims_in_order += [c for c, r in rows[f].items() if r["kind"] == "primary" and c not in claims_in_order]
+    out = ["| claim | " + " | ".join(Path(f).name for f in folders) + " |", "|---" * (len(folders) + 1) + "|"]
+    for claim in claims_in_order:
+        cells = [verdict_cell(rows[f].get(claim)) if f in rows else "not run" for f in folders]
+        out.append(f"| {claim} | " + " | ".join(cells) + " |")
+    return out
+
+
+def rules(folders: list[str]) -> list[str]:
+    """Rule × task: Δgap and λ1 ratio against bptt (effect [CI] of the rule's claim rows), mean ρ and the
+    learned count of the per-arm table, one column group per folder."""
+    present = [f for f in folders if (STUDY / f / "report.md").is_file()]
+    per_arm = {f: {r["arm"]: r for r in table(section(report(f), "Per arm"), "| arm |")} for f in present}
+    claims_of = {f: {r["claim"]: r for r in claim_table(f)} for f in present}
+    sys.path.insert(0, str(ROOT))
+    from analysis.plan import load_plan
+    plan = load_plan()
+    names = []
+    for f in present:
+        for arm in plan.rules(per_arm[f]):
+            if f"{arm}: larger gap than bptt" in claims_of[f] and arm not in names:
+                names.append(arm)
+    out = ["| rule | task | Δgap vs bptt [95% CI] | final λ1 ratio to bptt [95% CI] | mean ρ | learned (all runs) |",
+           "|---|---|---|---|---|---|"]
+    for arm in names:
+        for f in present:
+            a = per_arm[f].get(arm)
+            if a is None:
+                continue
+            gap = claims_of[f].get(f"{arm}: larger gap than bptt")
+            lam = claims_of[f].get(f"{arm}: higher final λ1 than bptt")
+            effect = lambda r: "—" if r is None else r["effect [95% CI]"]  # noqa: E731
+            out.append(f"| {arm} | {Path(f).name} | {effect(gap)} | {effect(lam)} | {a.get('mean ρ', '—')} | "
+                       f"{a.get('learned (all runs)', '—')} |")
+    return out
+
+
 def arms(folder: str) -> list[str]:
     return [line for line in section(report(folder), "Per arm") if line.startswith("|")]
 
@@ -141,6 +213,10 @@ def generate(what: str) -> list[str]:
     if kind == "section":
         folder, _, heading = arg.partition(" ")
         return [line for line in section(report(folder), heading) if line.startswith("|")]
+    if kind == "matrix":
+        return matrix(arg.split())
+    if kind == "rules":
+        return rules(arg.split())
     if kind == "say":
         folder, _, text = arg.partition(" ")
         return say(folder, text)
@@ -151,7 +227,8 @@ def generate(what: str) -> list[str]:
         rows = [line for line in lines if line.startswith("|") and text in line]
         return ([lines[header], lines[header + 1]] if header is not None else []) + rows
     raise ValueError(f"unknown generated block '{what}'; choose one of: claims [<edition>], arms <folder>, runs [<edition>], "
-                     "section <folder> <heading>, rows <folder> <text>, say <folder> <claim>|<claim>...")
+                     "section <folder> <heading>, rows <folder> <text>, say <folder> <claim>|<claim>..., "
+                     "matrix <folder>..., rules <folder>...")
 
 
 def render(text: str) -> str:
