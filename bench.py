@@ -47,8 +47,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from modules.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues  # noqa: E402
 from modules.objective import Objective  # noqa: E402
 from modules.rules import RULES as RULE_REGISTRY  # noqa: E402
-from rulescape.quiet import quiet_third_party  # noqa: E402
-from rulescape.run import build_module, group_params  # noqa: E402
+from rulescape.run.quiet import quiet_third_party  # noqa: E402
+from rulescape.run.training import build_module, group_params  # noqa: E402
 from datamodules import build_datamodule  # noqa: E402
 
 RULES = sorted(RULE_REGISTRY)  # every registered rule, so that new ones are timed when they land

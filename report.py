@@ -4,7 +4,7 @@
                      [--wandb entity/project] [--no-figures]
 
 Reads every summary.json below the directories (SPEC section 6). Runs are grouped per task into *arms*
-(analysis.claims.arm_of: the record's study arm, else the rule plus bptt_scaled's ρ mode, tbptt's window, an
+(analysis.claim_table.arm_of: the record's study arm, else the rule plus bptt_scaled's ρ mode, tbptt's window, an
 early stop on test accuracy, an lr scheduler). The claims follow the analysis plan (--plan, default
 docs/study/plan.yaml; analysis.plan): primary claims, the "any rule" template for every other rule, paired
 tests, Holm within families, TOST, bootstrap CIs, the smallest detectable effect. Writes into --out, per task:
@@ -31,12 +31,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from analysis import claims as cl
+from analysis import claim_table as cl
 from analysis import dose_response, figures, learning, markdown, prose, toy
-from analysis.claim import HEADER as CLAIM_HEADER
 from analysis.load import Run, by_task_group, find_summaries, read_run
 from analysis.plan import DEFAULT_PLAN, Plan, PlanError, load_plan, provenance
 from analysis.stats import describe, gap_key, gap_lambda_correlations
+from analysis.verdict import HEADER as CLAIM_HEADER
 
 FIGURE_NOTES = {
     "overview": "one figure for a slide: gap per arm, λ1 over training, gap vs λ1, ρ over training, for the "

@@ -16,5 +16,5 @@ if __name__ == "__main__":
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(__doc__.strip())
         sys.exit(0)
-    from rulescape.study_runner import main
+    from rulescape.study.runner import main
     sys.exit(main(sys.argv[1:]))

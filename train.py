@@ -49,8 +49,8 @@ try:
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from rulescape.cli import preflight, usage
     from rulescape.errors import EXIT_CONFIG, ConfigError
+    from rulescape.run.cli import preflight, usage
 except KeyboardInterrupt:  # a signal while starting: nothing ran and no run directory exists yet
     print("interrupted while starting; nothing ran", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
@@ -84,8 +84,9 @@ def main(cfg: DictConfig) -> str:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         Stop.release()  # a signal held since Hydra began making the run directory lands here
-        from rulescape.report_line import print_summary
-        from rulescape.run import STATUS_EXIT, train  # after preflight: a refused command line never imports torch
+        # after preflight: a refused command line never imports torch
+        from rulescape.run.report_line import print_summary
+        from rulescape.run.training import STATUS_EXIT, train
         summary = train(cfg, hydra_cfg.runtime.output_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -99,7 +100,7 @@ def main(cfg: DictConfig) -> str:
         if multirun:
             return "interrupted"
         sys.exit(EXIT_INTERRUPTED)
-    from rulescape.run import launched_rank
+    from rulescape.run.training import launched_rank
     if launched_rank():  # a DDP worker: rank 0 prints the run's result
         return summary["status"]
     print_summary(summary, hydra_cfg.runtime.output_dir)
@@ -113,7 +114,7 @@ if __name__ == "__main__":
         print(usage())
         sys.exit(0)
     try:
-        from rulescape.targets import override_target_problem
+        from rulescape.config.targets import override_target_problem
         problem = override_target_problem(sys.argv[1:]) or preflight(sys.argv[1:])
         if problem and Stop.received:  # the interrupt surfaced as an error inside Hydra's composition
             raise KeyboardInterrupt

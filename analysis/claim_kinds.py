@@ -1,6 +1,6 @@
 """Each kind of claim the plan can name, evaluated on one task's ok runs grouped by arm: the measure, the
 test (paired by seed where the plan says so and seeds pair), the effect size with its bootstrap CI, the
-equivalence check behind "absent", the gates. Holm and the verdict come after (analysis.claim.decide), over
+equivalence check behind "absent", the gates. Holm and the verdict come after (analysis.verdict.decide), over
 every claim of a family.
 
 Gates. Learned counts run over every run of an arm (diverged, failed and capped runs did not learn); a gap
@@ -21,12 +21,12 @@ import math
 import numpy as np
 
 from analysis import effects, equal_steps, learning, power
-from analysis.claim import Claim, fmt
-from analysis.claim_text import TEXT
+from analysis.claim_sentences import TEXT
 from analysis.hypothesis import NAMES, PAIRED, run_test, unpaired_version
 from analysis.load import Run
 from analysis.pairing import paired_values, seed_of, unpaired_values
 from analysis.plan import Plan, Spec
+from analysis.verdict import Claim, fmt
 
 MIN_N = 3
 

@@ -10,7 +10,7 @@ log axes, points on a line of slope 1. One point per run, at the matched point:
                  runs with a learning-rate scheduler have no single η and are left out
 
 Gates: a point counts when its run learned (ended ok, reached its stop target, test score above chance +
-margin: analysis.learning) and did not collapse (analysis.claims.collapse). The fit is ordinary least squares
+margin: analysis.learning) and did not collapse (analysis.claim_table.collapse). The fit is ordinary least squares
 of log λ1 on log 2/(|ρ̄| η) over the gated runs, with a 95% percentile interval from a bootstrap that
 resamples *seeds* (every run of a drawn seed together: runs sharing a seed share initialisation and data, so
 they are not independent points), per rule as well; with fewer than MIN_SEEDS seeds there is no interval

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from analysis.claims import collapse  # noqa: E402
+from analysis.claim_table import collapse  # noqa: E402
 from analysis.load import Run  # noqa: E402
 from analysis.stats import Correlation, Curve, carried_curve, mean_curve  # noqa: E402
 
@@ -504,7 +504,7 @@ def draw_rho_theory(task: str, groups: dict[str, list[Run]],
                     panels: list[tuple[str, list[str]]] | None = None) -> plt.Figure | None:
     """Alignment over training — ρ, cos and |ĝ|/|g| (each column drawn when some run has that history) — and
     Theorem 1's |ρ|ηλ1 at curvature steps against its bound 1 and plain GD's classical ηλ1 < 2
-    (`stability`: {group: [one history per run]}, from analysis.claims.stability_points). One row per group
+    (`stability`: {group: [one history per run]}, from analysis.claim_table.stability_points). One row per group
     of arms (`panels`: rules, variants, controls), each row's legend at its right."""
     columns = [(key, ylabel, title, ref, curves_for(groups, key)) for key, ylabel, title, ref in ALIGN_PANELS]
     columns = [c for c in columns if c[4]]

@@ -128,9 +128,9 @@ class Plan:
 
 
 def known_kinds() -> tuple[str, ...]:
-    """The claim kinds the code can evaluate: the registry analysis.claim_kinds evaluates (analysis.claim_text's
+    """The claim kinds the code can evaluate: the registry analysis.claim_kinds evaluates (analysis.claim_sentences's
     TEXT: a kind and its row's sentence), never a list kept here."""
-    from analysis.claim_text import TEXT
+    from analysis.claim_sentences import TEXT
     return tuple(TEXT)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from analysis.claim import Claim, fmt
+from analysis.verdict import Claim, fmt
 
 SENTENCE = re.compile(r"On (?P<task>[\w.-]+), “(?P<claim>[^”]+)” is (?P<verdict>[^—\n]+?) — ")
 

@@ -1,4 +1,4 @@
-"""The report's numbers, apart from drawing and the claims (analysis.claims): which gap a task uses, mean +/- std
+"""The report's numbers, apart from drawing and the claims (analysis.claim_table): which gap a task uses, mean +/- std
 over seeds, gap-vs-lambda_max correlations, and mean trajectories over seeds."""
 from __future__ import annotations
 

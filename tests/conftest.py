@@ -24,10 +24,10 @@ def wandb_offline(request, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def expected_third_party_warnings():
-    """The third-party warnings every run ignores (rulescape/quiet.py's EXPECTED_WARNINGS, each with its
+    """The third-party warnings every run ignores (rulescape/run/quiet.py's EXPECTED_WARNINGS, each with its
     reason) are ignored in tests that drive Lightning or PyHessian directly too; any other warning shows."""
     import warnings
-    from rulescape.quiet import EXPECTED_WARNINGS
+    from rulescape.run.quiet import EXPECTED_WARNINGS
     for pattern in EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -48,7 +48,7 @@ def assert_resume_exact_and_unsteered(overrides: list[str], folder: Path) -> dic
     """Train `overrides` to its end (full), without measurement callbacks (quiet), and to step 4 then resumed
     from that checkpoint (resumed): every tensor of the final state_dict is equal in all three (a resume is
     exact, measurements do not steer training). Returns the summaries {full, quiet, part, resumed}."""
-    from rulescape.run import train
+    from rulescape.run.training import train
     ckpt = folder / "part" / "checkpoints" / "last.ckpt"
     summaries = {"full": train(compose_config(overrides), folder / "full"),
                  "quiet": train(compose_config(overrides + ["callbacks=none"]), folder / "quiet"),

@@ -183,7 +183,7 @@ QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=
 @pytest.mark.parametrize("value", ["-0.5", "nan", "inf", "-inf", "lots"])
 def test_bad_e_ratio_fails_before_work_with_one_line(tmp_path, value):
     with pytest.raises(ConfigError) as info:
-        from rulescape.run import train
+        from rulescape.run.training import train
         train(compose_config(QUICK + [f"rule.e_ratio={value}"]), tmp_path)
     message = str(info.value)
     # a non-finite number is refused by validate's finite check (every number, untyped rule keys too) first
@@ -214,7 +214,7 @@ def assert_alignment_matches(summary, want_e_ratio):
 
 
 def test_short_run_measures_rho_one_and_the_requested_error(tmp_path):
-    from rulescape.run import train
+    from rulescape.run.training import train
     summary = train(compose_config(QUICK + ["rule.e_ratio=1.7"]), tmp_path)
     assert summary["status"] == "ok"
     assert_alignment_matches(summary, lambda step: 1.7)
@@ -222,7 +222,7 @@ def test_short_run_measures_rho_one_and_the_requested_error(tmp_path):
 
 @pytest.mark.slow
 def test_short_run_follows_an_eprop_runs_error_history(tmp_path):
-    from rulescape.run import train
+    from rulescape.run.training import train
     source = train(compose_config(QUICK + ["rule=eprop"]), tmp_path / "eprop")
     history = dict((int(s), v) for s, v in source["history"]["align_e_ratio"])
     assert len(set(round(v, 3) for v in history.values())) > 1  # a history that changes: following it shows

@@ -9,7 +9,7 @@ import torch
 
 from callbacks import CALLBACKS
 from conftest import compose_config
-from rulescape.run import train
+from rulescape.run.training import train
 
 QUICK = ["logger=none", "trainer.max_steps=7", "eval_every=3", "checkpoint_every=0",
          "task.train_size=64", "task.test_size=64", "task.batch_size=16", "model.hidden_size=12",

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 import report
-from analysis import claims as cl
+from analysis import claim_table as cl
 from analysis.load import Run
 
 CURV_STEPS = [0, 100, 200, 300]

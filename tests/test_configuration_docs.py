@@ -8,7 +8,7 @@ import shutil
 
 from conftest import ROOT
 
-from rulescape import confdoc
+from rulescape.config import confdoc
 
 
 def generator():
@@ -35,7 +35,7 @@ def test_every_option_file_and_every_key_is_named():
             for key in confdoc.key_help(path):
                 if key != "defaults" and not key.startswith("defaults."):
                     assert f"`{group}.{key}`" in section or f"`{group}.{key}." in section, (group, option, key)
-    assert "rulescape/schema.py" in text and "rulescape/validate.py" in text  # where declarations live
+    assert "rulescape/config/schema.py" in text and "rulescape/config/validate.py" in text  # where declarations live
 
 
 def test_a_yaml_key_without_a_dataclass_field_is_listed_untyped_with_its_comment(tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ import sys
 import warnings
 
 from conftest import ROOT
-from rulescape.quiet import ConsoleFilter, expected_warning
-from rulescape.sweep_summary import summary_table
+from rulescape.run.quiet import ConsoleFilter, expected_warning
+from rulescape.sweep.sweep_summary import summary_table
 
 
 def clean_env(home) -> dict:
@@ -77,7 +77,7 @@ def test_console_filter_drops_banners_and_expected_warnings_only():
 
 
 def test_verbose_environment_variable_turns_the_filter_off(monkeypatch):
-    from rulescape import quiet
+    from rulescape.run import quiet
     monkeypatch.setenv("RULESCAPE_VERBOSE", "1")
     root = logging.getLogger()
     handler = logging.StreamHandler()
@@ -112,8 +112,8 @@ def test_a_resumed_progress_bar_shows_its_total(tmp_path, monkeypatch, capsys):
     """On a terminal the bar counts optimizer steps against max_steps: a run resumed at step 3 of 6 reads
     `6/6` at its end, never `?` for the total."""
     from conftest import compose_config
-    from rulescape import quiet
-    from rulescape.run import train
+    from rulescape.run import quiet
+    from rulescape.run.training import train
     monkeypatch.setattr(quiet, "on_terminal", lambda stream=None: True)
     quick = ["logger=none", "callbacks=none", "task.train_size=32", "task.test_size=32", "task.batch_size=16",
              "model.hidden_size=8", "eval_every=3"]
@@ -128,8 +128,8 @@ def test_a_resumed_progress_bar_shows_its_total(tmp_path, monkeypatch, capsys):
 
 def test_line_progress_prints_whole_lines_every_tenth_of_the_run(tmp_path, monkeypatch, capsys):
     from conftest import compose_config
-    from rulescape import quiet
-    from rulescape.run import train
+    from rulescape.run import quiet
+    from rulescape.run.training import train
     monkeypatch.setattr(quiet, "on_terminal", lambda stream=None: False)
     train(compose_config(["logger=none", "callbacks=none", "task.train_size=32", "task.test_size=32",
                           "task.batch_size=16", "model.hidden_size=8", "trainer.max_steps=20"]), tmp_path)
@@ -139,7 +139,7 @@ def test_line_progress_prints_whole_lines_every_tenth_of_the_run(tmp_path, monke
 
 
 def test_wandb_start_line_says_mode_why_and_where(tmp_path, monkeypatch):
-    from rulescape.loggers import wandb_start_line
+    from rulescape.run.loggers import wandb_start_line
     monkeypatch.delenv("WANDB_MODE", raising=False)
     line = wandb_start_line("offline", "auto", "rulescape", tmp_path)
     assert line.startswith("wandb: offline, no API key found") and str(tmp_path / "wandb") in line

@@ -16,7 +16,7 @@ import torch
 
 from conftest import compose_config
 from datamodules import build_datamodule
-from rulescape.run import build_module, group_params
+from rulescape.run.training import build_module, group_params
 
 STEPS = 4
 # T = 6 steps of 100 ms; 16 trials, global batch 8 (4 per rank); lr large enough that every step moves weights
@@ -151,7 +151,7 @@ def test_two_processes_equal_one_on_the_whole_batch(rule, tmp_path):
 def test_ddp_run_through_the_orchestrator_writes_the_record(tmp_path):
     """The README's CPU check of the DDP path: 2 gloo processes via ddp_spawn, record written by rank 0."""
     from conftest import compose_config
-    from rulescape.run import train
+    from rulescape.run.training import train
     summary = train(compose_config(["trainer=ddp", "trainer.accelerator=cpu", "trainer.strategy=ddp_spawn",
                                     "trainer.devices=2", "experiment=smoke", "logger=none", "rule=eprop",
                                     "trainer.enable_progress_bar=false"]), tmp_path)

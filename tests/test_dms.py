@@ -190,6 +190,6 @@ def test_a_study_arm_runs_alone_outside_its_sweep(arm):
     """`train.py experiment=study_dms arm=X` (one run, no sweep): the arm's `${hydra:sweep.dir}/...` globs
     resolve at the command line's check as in Hydra's job (they name no directory there, and the run goes on
     without them); the check used to refuse it ("HydraConfig was not set")."""
-    from rulescape.cli import preflight
+    from rulescape.run.cli import preflight
     assert preflight(["experiment=study_dms", f"arm={arm}", "seed=105", "logger=none",
                       "hydra.run.dir=outputs/never_created"]) is None

@@ -15,7 +15,7 @@ from conftest import compose_config
 from datamodules import build_datamodule
 from modules.objective import Objective
 from modules.rules import build_rule
-from rulescape.run import build_module, group_params, train
+from rulescape.run.training import build_module, group_params, train
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=30", "eval_every=5",
          "checkpoint_every=0", "task.train_size=64", "task.test_size=64", "task.batch_size=16",

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from rulescape.cli import group_options
-from rulescape.run import train
-from rulescape.schema import check_schema
-from rulescape.validate import validate
+from rulescape.config.schema import check_schema
+from rulescape.config.validate import validate
+from rulescape.run.cli import group_options
+from rulescape.run.training import train
 
 GROUPS = ["task", "model", "rule", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 NEEDS = {"bptt_scaled": ["rule.rho=0.5"], "matched_step": ["rule.rho=0.5"]}  # options that need a value to be a valid run

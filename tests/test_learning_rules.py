@@ -106,7 +106,7 @@ def test_rule_parameters_are_not_network_parameters_for_curvature_or_alignment()
     from conftest import compose_config
     from datamodules import build_datamodule
     from modules.hessian import HessianOperator, parameter_names
-    from rulescape.run import build_module, group_params
+    from rulescape.run.training import build_module, group_params
     cfg = compose_config(["rule=kolen_pollack", "model.hidden_size=8", "task.train_size=16", "task.batch_size=8",
                           "task.test_size=8", "logger=none"])
     dm = build_datamodule(cfg.task.name, **group_params(cfg.task, "name", "alpha"))
@@ -157,7 +157,7 @@ def test_ddp_averages_the_rules_own_update(tmp_path):
 
 
 def test_help_names_the_rules_that_learn():
-    from rulescape.cli import usage
+    from rulescape.run.cli import usage
     line = next(line for line in usage().splitlines() if "rules that learn" in line)
     for name, cls in RULES.items():
         assert (name in line.split(": ")[-1].split(", ")) == bool(getattr(cls, "learns", False)), name
@@ -166,7 +166,7 @@ def test_help_names_the_rules_that_learn():
 def test_a_learning_rule_without_aux_loss_fails_conformance():
     """Check 11 refuses a rule whose own parameters are trained by the network's estimate (not local)."""
     from modules.rules.base import Estimate, Rule
-    from rulescape.conformance import check_learning
+    from rulescape.study.conformance import check_learning
 
     class Leaky(Rule):
         name, learns = "leaky_learner", True
@@ -438,7 +438,7 @@ def test_kf_rtrl_has_less_variance_than_uoro():
                                                   ("kernl", False, True), ("dni", False, True),
                                                   ("modprop", False, False)])
 def test_conformance_passes(rule, unbiased, learns):
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     results = {r.number: r for r in run_checks(rule, {}, ddp=False)}  # the constructors' defaults
     assert not [r for r in results.values() if r.failed], [(r.number, r.detail) for r in results.values() if r.failed]
     assert results[10].outcome == ("pass" if unbiased else "n/a")

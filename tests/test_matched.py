@@ -16,7 +16,7 @@ import torch
 from callbacks.stop_at_target import StopAtTarget
 from conftest import ROOT, compose_config
 from rulescape.errors import ConfigError
-from rulescape.run import train
+from rulescape.run.training import train
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=60", "eval_every=5",
          "checkpoint_every=0", "task.train_size=64", "task.test_size=64", "task.batch_size=16",

@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from conftest import compose_config
-from rulescape.loggers import CSVLogger, WandbLogger
-from rulescape.run import train
+from rulescape.run.loggers import CSVLogger, WandbLogger
+from rulescape.run.training import train
 
 TINY = ["experiment=smoke", "trainer.enable_progress_bar=false", "trainer.max_steps=12", "eval_every=5",
         "curvature.every_n_steps=4", "alignment.every_n_steps=3"]
@@ -80,8 +80,8 @@ def test_csv_logger_appends_on_resume_and_widens_its_header(tmp_path):
 
 
 def test_resumed_run_appends_each_measurement_once(tmp_path, monkeypatch):
-    import rulescape.run as run
-    from rulescape.loggers import build_loggers
+    import rulescape.run.training as run
+    from rulescape.run.loggers import build_loggers
     first = train(compose_config([*TINY, "logger=csv", "trainer.max_steps=7"]), tmp_path)
     assert first["status"] == "ok"
     monkeypatch.setattr(run, "build_loggers", lambda *a, **k: build_loggers(*a, **{**k, "resume": True}))
@@ -95,7 +95,7 @@ def test_resumed_run_appends_each_measurement_once(tmp_path, monkeypatch):
 
 
 def test_wandb_run_id_is_kept_in_the_run_dir_for_a_resume(tmp_path):
-    from rulescape.loggers import sweep_group, wandb_run_id
+    from rulescape.run.loggers import sweep_group, wandb_run_id
     first = wandb_run_id(tmp_path, resume=False)
     assert len(first) == 8 and first.isalnum()
     assert wandb_run_id(tmp_path, resume=True) == first  # a resume continues the same wandb run

@@ -12,7 +12,7 @@ import torch
 from conftest import compose_config
 from datamodules.neurogym import NeurogymDataModule, make_env, neurogym_performance
 from rulescape.errors import ConfigError
-from rulescape.run import train
+from rulescape.run.training import train
 
 SMALL = dict(train_size=64, test_size=64, batch_size=32)
 

@@ -15,7 +15,7 @@ import torch
 
 from conftest import ROOT, compose_config
 from rulescape.errors import EXIT_CONFIG, ConfigError
-from rulescape.run import STATUS_EXIT, build_module, group_params, train
+from rulescape.run.training import STATUS_EXIT, build_module, group_params, train
 
 # a few steps of a tiny network; every measurement at every other step
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=4", "eval_every=2",
@@ -54,7 +54,7 @@ def clear_wandb_env(monkeypatch, home):
 # --- wandb: online when logged in, offline otherwise ------------------------------------------------------
 
 def test_wandb_auto_mode_is_offline_without_credentials_and_online_with_a_key(tmp_path, monkeypatch):
-    from rulescape.loggers import wandb_mode
+    from rulescape.run.loggers import wandb_mode
     home = tmp_path / "home"
     home.mkdir()
     clear_wandb_env(monkeypatch, home)

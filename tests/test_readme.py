@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from rulescape.cli import check_group_overrides, check_keys, first_of_each_sweep
-from rulescape.schema import check_schema
-from rulescape.validate import validate
+from rulescape.config.schema import check_schema
+from rulescape.config.validate import validate
+from rulescape.run.cli import check_group_overrides, check_keys, first_of_each_sweep
 
 # appended to every train.py command: the same code paths at a few steps
 TINY = ["trainer.max_steps=6", "eval_every=3", "checkpoint_every=0", "curvature.every_n_steps=3",

@@ -11,10 +11,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-import rulescape.run as run_module
+import rulescape.run.training as run_module
 from conftest import ROOT, compose_config
 from rulescape.errors import EXIT_CONFIG, EXIT_DIVERGED, ConfigError
-from rulescape.run import train
+from rulescape.run.training import train
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false",
          "trainer.max_steps=12", "eval_every=4", "checkpoint_every=0",
@@ -154,7 +154,7 @@ def test_clip_norm_bounds_the_update(tmp_path):
     """With a tiny clip norm one SGD step moves the weights by at most lr * clip_norm."""
     summary = train(compose_config(QUICK + ["trainer.max_steps=1", "clip_norm=1e-3", "optimizer.lr=0.5"]), tmp_path)
     assert summary["status"] == "ok"
-    from rulescape.run import build_module
+    from rulescape.run.training import build_module
     from datamodules import build_datamodule
     cfg = compose_config(QUICK)
     pl.seed_everything(cfg.seed, verbose=False)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from conftest import ROOT, compose_config
-from rulescape.run import train
+from rulescape.run.training import train
 
 sys.path.insert(0, str(ROOT / "tools"))
 import rerun_record  # noqa: E402

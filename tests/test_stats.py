@@ -12,7 +12,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
-from analysis import claims as cl
+from analysis import claim_table as cl
 from analysis import effects, power, prose
 from analysis.hypothesis import run_test
 from analysis.load import Run

@@ -112,7 +112,7 @@ def registered(tmp_path):
 # ------------------------------------------------------------------------------------ conformance
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_each_broken_rule_fails_the_check_that_names_its_fault(name, registered):
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     doc, attrs, body, check = BROKEN[name]
     results = run_checks(registered(name, doc, attrs, body), {}, ddp=False)
     failed = [r.number for r in results if r.failed]
@@ -120,7 +120,7 @@ def test_each_broken_rule_fails_the_check_that_names_its_fault(name, registered)
 
 
 def test_a_sound_new_rule_passes_and_its_alignment_is_reported(registered):
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     results = run_checks(registered("half_signal", *GOOD), {}, ddp=False)
     assert not [r for r in results if r.failed], [(r.number, r.outcome, r.detail) for r in results]
     alignment = next(r for r in results if r.number == 8)
@@ -131,7 +131,7 @@ def test_a_sound_new_rule_passes_and_its_alignment_is_reported(registered):
 @pytest.mark.parametrize("rule,params", [("bptt", {}), ("eprop", {}), ("rflo", {}), ("mdgl", {}),
                                          ("tbptt", {"window": 2}), ("bptt_scaled", {"rho": 0.5}), ("rtrl", {})])
 def test_every_deterministic_registered_rule_passes(rule, params):
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     results = run_checks(rule, params, ddp=False)
     assert not [r for r in results if r.failed], [(r.number, r.detail) for r in results if r.failed]
     exact = {r.number: r.outcome for r in results}[9]
@@ -141,7 +141,7 @@ def test_every_deterministic_registered_rule_passes(rule, params):
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["uoro", "node_perturbation"])
 def test_the_unbiased_rules_pass_their_unbiasedness_check(rule):
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     results = run_checks(rule, {}, ddp=False)
     assert not [r for r in results if r.failed], [(r.number, r.detail) for r in results if r.failed]
     assert {r.number: r.outcome for r in results}[10] == "pass"
@@ -151,7 +151,7 @@ def test_the_unbiased_rules_pass_their_unbiasedness_check(rule):
 def test_the_ddp_check_catches_an_estimate_that_depends_on_the_batch_size(registered):
     """Halves of the batch averaged must equal the whole: an extra term that depends on the batch size breaks
     it (a rule normalising by something other than the trials' shares of the loss); e-prop passes."""
-    from rulescape.conformance import check_ddp
+    from rulescape.study.conformance import check_ddp
     from modules.rules import RULES
     name = registered("batch_rule", "W_h term scaled by the batch size", "", """\
         y_hat, _ = net(batch[0], truncation="recurrent", noise=noise)
@@ -166,7 +166,7 @@ def test_the_ddp_check_catches_an_estimate_that_depends_on_the_batch_size(regist
 def test_the_worked_example_passes():
     """docs/examples/eprop_sign.py, loaded from where it lies (not in the registry)."""
     from modules.rules import RULES
-    from rulescape.conformance import run_checks
+    from rulescape.study.conformance import run_checks
     spec = importlib.util.spec_from_file_location("example_eprop_sign", ROOT / "docs/examples/eprop_sign.py")
     try:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -194,8 +194,8 @@ def test_bad_input_is_one_line_and_exit_2(args, says, tmp_path):
 
 # --------------------------------------------------------------------------------- reuse, claims
 def test_the_config_check_ignores_the_logger_but_not_a_missing_key():
-    from rulescape.baseline_reuse import IGNORED
-    from rulescape.checkpoint import config_mismatch
+    from rulescape.run.checkpoint import config_mismatch
+    from rulescape.study.baseline_reuse import IGNORED
     recorded = {"logger": {"name": "none"}, "task": {"lr": 0.1, "noise": 1.0}, "trainer": {"enable_progress_bar": False}}
     now = {"logger": {"name": "wandb"}, "task": {"lr": 0.1, "noise": 1.0},
            "trainer": {"enable_progress_bar": True}}
@@ -209,7 +209,7 @@ def test_the_config_check_ignores_the_logger_but_not_a_missing_key():
 
 def test_the_committed_study_records_match_this_codes_config_for_their_arm():
     """The config check alone (no rerun) on a committed record: equal for the arm it ran, not for another."""
-    from rulescape.baseline_reuse import decide, index_records
+    from rulescape.study.baseline_reuse import decide, index_records
     index = index_records(ROOT / "docs" / "study")
     if "bptt_pattern_seed0" not in index:
         pytest.skip("no committed pattern study records in this checkout")
@@ -231,7 +231,7 @@ def test_the_committed_study_records_match_this_codes_config_for_their_arm():
 def test_of_several_records_of_one_name_the_matching_one_is_reused(tmp_path, monkeypatch):
     """docs/study holds an older edition's records under the same names (docs/study/v1): the record whose
     config this study composes is found wherever it sorts."""
-    from rulescape import baseline_reuse as reuse
+    from rulescape.study import baseline_reuse as reuse
     want = {"task": {"name": "dms", "lr": 0.1}, "seed": 0}
     for folder, lr in (("a_old", 0.2), ("b_new", 0.1), ("c_other", 0.3)):
         run = tmp_path / folder / "runs" / "bptt_dms_seed0"
@@ -251,7 +251,7 @@ def test_of_several_records_of_one_name_the_matching_one_is_reused(tmp_path, mon
 
 
 def test_claims_beside_reads_the_rule_and_the_compared_rules_from_the_report():
-    from rulescape.study_runner import claims_beside
+    from rulescape.study.runner import claims_beside
     report = textwrap.dedent("""\
         ## Task `dms`
 
@@ -275,7 +275,7 @@ def test_claims_beside_leaves_out_arms_the_study_never_ran():
     """The plan's claims against bptt_early (an arm study.py never runs) would fill the table with "not
     tested (no ok runs of arm bptt_early)"; given the arms it ran, those rows go. A rule's own missing runs
     stay visible."""
-    from rulescape.study_runner import claims_beside
+    from rulescape.study.runner import claims_beside
     cell = "not tested (no ok runs of arm {})"
     report = textwrap.dedent(f"""\
         ## Task `dms`
@@ -336,7 +336,7 @@ def test_a_broken_rule_stops_the_study_at_conformance(repo_copy, name, tmp_path)
 @pytest.mark.slow
 def test_a_new_rule_goes_through_conformance_study_and_report(repo_copy, tmp_path):
     """A rule the registry has never seen: smoke study end to end, then its rows in the report."""
-    from analysis import claims
+    from analysis import claim_table
     name = "half_signal"
     add_rule_files(repo_copy, name, *GOOD)
     out = tmp_path / "out"
@@ -360,6 +360,6 @@ def test_a_new_rule_goes_through_conformance_study_and_report(repo_copy, tmp_pat
     assert rows and any("bptt" in r for r in rows), "the rule's claims against bptt"
     written = (out / f"claims_{name}.md").read_text()
     assert written.count(f"| {name} |") == 1
-    from rulescape.study_runner import SMOKE_BANNER
+    from rulescape.study.runner import SMOKE_BANNER
     assert SMOKE_BANNER in written and SMOKE_BANNER in done.stdout  # toy-size verdicts say so
     assert "bptt_early" not in written  # an arm the study never ran has no rows

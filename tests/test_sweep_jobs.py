@@ -1,4 +1,4 @@
-"""A sweep survives its jobs (rulescape/launcher.py, issue #26): a job process killed with SIGKILL gets a
+"""A sweep survives its jobs (rulescape/sweep/launcher.py, issue #26): a job process killed with SIGKILL gets a
 "failed" record naming the signal while the others finish with theirs and later jobs still run; SIGTERM
 to the sweep stops its jobs as interrupted and resumable, prints how to resume, and leaves no process
 behind. Real processes at experiment=smoke size; slow (each sweep is a few Python start-ups)."""

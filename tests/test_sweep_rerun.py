@@ -1,4 +1,4 @@
-"""The same sweep run again into its directory (rulescape/launcher.py): which jobs it skips, which it resumes,
+"""The same sweep run again into its directory (rulescape/sweep/launcher.py): which jobs it skips, which it resumes,
 which it runs and which it refuses, decided from each job directory's record and that record's own config
 (never Hydra's .hydra/overrides.yaml, which a refused job's Hydra would rewrite). The real sweep is in
 tests/test_sweep_jobs.py (slow) and tests/test_trust3.py."""
@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT
-from rulescape.launcher import Job, JobLauncher, plain_config, record_config
+from rulescape.sweep.launcher import Job, JobLauncher, plain_config, record_config
 
 OVERRIDES = ["arm=eprop", "seed=3", "logger=none", "hydra.sweep.dir=multirun/rerun"]  # a re-run names its sweep dir
 
@@ -72,8 +72,8 @@ def test_preload_imports_the_training_code_without_starting_cuda_or_threads():
     not inherit (a CUDA context)."""
     import subprocess
     import sys
-    code = ("import sys; from rulescape.launcher import preload_training_code; preload_training_code(); "
-            "import torch; print('rulescape.run' in sys.modules, torch.cuda.is_initialized())")
+    code = ("import sys; from rulescape.sweep.launcher import preload_training_code; preload_training_code(); "
+            "import torch; print('rulescape.run.training' in sys.modules, torch.cuda.is_initialized())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]

@@ -17,7 +17,7 @@ from datamodules import TASKS
 from datamodules.pattern import PatternDataModule
 from datamodules.seqmnist import SeqMNISTDataModule, balanced_split
 from rulescape.errors import ConfigError
-from rulescape.run import train
+from rulescape.run.training import train
 
 
 # ----- sequential MNIST -----------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_short_run_of_every_task_writes_its_record(task, tmp_path):
 def test_seqmnist_leak_axis_reaches_the_network(alpha, tmp_path):
     """task.alpha (the study's leak axis) is the network's alpha: its rates follow a hand-written leaky loop
     on seqMNIST digits, and a run at that alpha trains and records it."""
-    from rulescape.run import build_network
+    from rulescape.run.training import build_network
     cfg = compose_config(["task=seqmnist", f"task.alpha={alpha}", *SHORT])
     dm = SeqMNISTDataModule(train_size=100, test_size=50)
     dm.setup()

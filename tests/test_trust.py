@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import rulescape.run as run_module
+import rulescape.run.training as run_module
 from callbacks.run_record import write_summary
 from conftest import ROOT, compose_config
-from rulescape.checkpoint import atomic_save
-from rulescape.cli import preflight
 from rulescape.errors import EXIT_CONFIG, ConfigError, RunDirError
-from rulescape.run import STATUS_EXIT, run_dir_lock, train
+from rulescape.run.checkpoint import atomic_save
+from rulescape.run.cli import preflight
+from rulescape.run.training import STATUS_EXIT, run_dir_lock, train
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=6", "eval_every=3",
          "checkpoint_every=0", "task.train_size=64", "task.test_size=64", "task.batch_size=16",

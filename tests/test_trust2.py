@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from conftest import ROOT, compose_config
 from rulescape.errors import EXIT_CONFIG, ConfigError
-from rulescape.run import train
+from rulescape.run.training import train
 
 sys.path.insert(0, str(ROOT / "tools"))
 import rerun_record  # noqa: E402
@@ -90,7 +90,7 @@ def test_every_shipped_optimizer_and_scheduler_passes_the_allow_list(group):
     """Each conf/<group>/*.yaml that names a class is one the allow-list accepts (scheduler=over_rho, the
     eprop_lr_rho arm's, was refused once: the study's arm failed in all 10 seeds)."""
     import yaml
-    from rulescape.targets import check_targets
+    from rulescape.config.targets import check_targets
     files = sorted((ROOT / "conf" / group).glob("*.yaml"))
     assert files
     for path in files:
@@ -132,7 +132,7 @@ def test_an_inherited_rank_variable_switches_no_protection_off(tmp_path, monkeyp
     preflight): the run is still rank 0 of its own, locked and checked; a finished run's directory is
     refused and its record unchanged, a live run's directory too."""
     from rulescape.errors import RunDirError
-    from rulescape.rundir import run_dir_lock
+    from rulescape.run.rundir import run_dir_lock
     for name in ("LOCAL_RANK", "NODE_RANK", "RANK"):
         monkeypatch.setenv(name, "1")
     run = tmp_path / "run"
@@ -164,7 +164,7 @@ def write_later(run_dir: Path, record: dict, delay_s: float) -> threading.Thread
 
 
 def test_rho_from_glob_waits_for_a_record_that_appears_later(tmp_path):
-    from rulescape.cli import preflight
+    from rulescape.run.cli import preflight
     source = {"status": "ok", "rule": "eprop", "rho_mean": 0.37, "history": {"rho": [[0, 0.5], [6, 0.24]]}}
     args = [*QUICK, "callbacks=none", "rule=bptt_scaled", f"rule.rho_from={tmp_path}/eprop_dms_seed*",
             "rule.rho_wait_s=60"]
@@ -188,7 +188,7 @@ def test_rho_from_that_never_appears_is_one_line_after_the_wait(tmp_path):
 
 
 def test_stop_at_from_glob_waits_for_a_record_that_appears_later(tmp_path):
-    from rulescape.cli import preflight
+    from rulescape.run.cli import preflight
     args = [*QUICK, "callbacks=none", "trainer.max_steps=40", "stop_check_every=5",
             f"stop_at_train_loss_from={tmp_path}/bio_*", "stop_wait_s=60"]
     assert preflight([*args, f"hydra.run.dir={tmp_path / 'run'}"]) is None
@@ -263,8 +263,8 @@ def test_report_and_run_dir_checks_do_not_block_on_a_fifo_named_summary_json(tmp
     fifo_dir.mkdir(parents=True)
     os.mkfifo(fifo_dir / "summary.json")
     code = ("import sys; sys.path.insert(0, '.'); from pathlib import Path; "
-            "from analysis.load import load_runs; from rulescape.sweep_summary import summary_table; "
-            "from rulescape.rundir import check_run_dir; "
+            "from analysis.load import load_runs; from rulescape.sweep.sweep_summary import summary_table; "
+            "from rulescape.run.rundir import check_run_dir; "
             f"runs = load_runs([{str(tmp_path / 'runs')!r}]); print([r.status for r in runs]); "
             f"print(summary_table(Path({str(tmp_path / 'runs')!r})).splitlines()[0]); "
             "from callbacks.stop_at_target import mean_of_runs\n"
@@ -365,8 +365,8 @@ def test_a_resume_that_fails_inside_fit_never_replaces_the_finished_record(finis
 # --- the result line of a run that stopped between evaluations ----------------------------------------------
 
 def test_an_interrupted_result_line_names_the_step_its_scores_are_from(tmp_path, monkeypatch):
-    import rulescape.run as run_module
-    from rulescape.report_line import result_line
+    import rulescape.run.training as run_module
+    from rulescape.run.report_line import result_line
 
     class SigtermAt(run_module.pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from rulescape.cli import preflight
+from rulescape.config.gate import gate
 from rulescape.errors import EXIT_CONFIG
-from rulescape.gate import gate
+from rulescape.run.cli import preflight
 
 QUICK = ["logger=none", "trainer.max_steps=4", "eval_every=2", "checkpoint_every=0", "task.train_size=32",
          "task.test_size=32", "task.batch_size=16", "model.hidden_size=8", "curvature.batch_size=16",
@@ -79,7 +79,7 @@ def test_the_callback_payload_is_live_without_the_gate(tmp_path):
     before any job runs), and that creates the file."""
     from hydra._internal.callbacks import Callbacks
 
-    from rulescape.gate import compose
+    from rulescape.config.gate import compose
     marker = tmp_path / "pwned"
     cfg, _ = compose(hostile_lines(tmp_path, marker)["config_dir"])
     Callbacks(cfg)
@@ -109,8 +109,8 @@ def test_a_benign_config_dir_runs_through_the_gate(tmp_path):
 
 
 def test_the_shipped_targets_the_gate_trusts_are_in_the_allow_list():
-    from rulescape.gate import SHIPPED_TARGETS
-    from rulescape.targets import allowed_targets
+    from rulescape.config.gate import SHIPPED_TARGETS
+    from rulescape.config.targets import allowed_targets
     assert set(SHIPPED_TARGETS) <= set(allowed_targets("optimizer")) | set(allowed_targets("scheduler"))
 
 
@@ -165,7 +165,7 @@ def test_a_job_whose_directory_a_live_run_holds_is_refused_and_nothing_is_writte
 
 
 def test_a_record_for_a_dead_job_is_never_written_into_a_directory_a_live_run_holds(tmp_path):
-    from rulescape.launcher import write_job_record
+    from rulescape.sweep.launcher import write_job_record
     handle = hold_lock(tmp_path / "live")
     try:
         assert write_job_record(tmp_path / "live", {"status": "failed"}, 0) is False
@@ -198,7 +198,7 @@ def put_record(root: Path, name: str, manifest: bool = True, **fields) -> Path:
 
 @pytest.fixture
 def reuse(monkeypatch):
-    from rulescape import baseline_reuse
+    from rulescape.study import baseline_reuse
     monkeypatch.setattr(baseline_reuse, "expected_config", lambda overrides: json.loads(json.dumps(WANT)))
     return baseline_reuse
 
@@ -244,7 +244,7 @@ def test_a_vouched_record_is_reused_and_its_real_folder_is_named(tmp_path, reuse
 
 
 def test_a_committed_record_must_be_byte_identical_to_the_commit():
-    from rulescape.baseline_reuse import provenance_problem
+    from rulescape.study.baseline_reuse import provenance_problem
     path = next((ROOT / "docs" / "study").rglob("summary.json"))
     data = path.read_bytes()
     record = json.loads(data)
@@ -290,9 +290,9 @@ def test_a_checkpoint_whose_config_lacks_keys_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
     from conftest import compose_config
-    from rulescape.checkpoint import check_checkpoint
     from rulescape.errors import ConfigError
-    from rulescape.run import train
+    from rulescape.run.checkpoint import check_checkpoint
+    from rulescape.run.training import train
     run = tmp_path / "bptt"
     assert train(compose_config([*QUICK, "callbacks=none"]), run)["status"] == "ok"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -336,7 +336,7 @@ def registry(monkeypatch, tmp_path):
 
 
 def test_a_duplicate_rule_name_is_one_line_naming_both_files(registry, tmp_path):
-    from rulescape.run import build_network  # noqa: F401 - the entry point's imports still work
+    from rulescape.run.training import build_network  # noqa: F401 - the entry point's imports still work
     registry.load("mycopy", DUPLICATE)
     problem = registry.rule_problem("bptt")
     assert "modules/rules/bptt.py" in problem and str(tmp_path / "mycopy.py") in problem, problem
@@ -345,7 +345,7 @@ def test_a_duplicate_rule_name_is_one_line_naming_both_files(registry, tmp_path)
     assert registry.rule_problem("eprop") is None  # the other rules keep working
     from conftest import compose_config
     from rulescape.errors import ConfigError
-    from rulescape.run import train
+    from rulescape.run.training import train
     with pytest.raises(ConfigError, match="claimed by 2 classes"):  # a sweep's job names the files too
         train(compose_config([*QUICK, "rule=bptt"]), tmp_path / "job")
 
@@ -356,7 +356,7 @@ def test_a_rule_that_reuses_a_base_class_name_is_one_line_naming_its_file(regist
     registry.CLASHES.pop("stepper")
     registry.RULES.pop("stepper")
     registry.load("stepper_buffer", BUFFER_STEP)  # a buffer: found when the rule is built, still one line
-    from rulescape.conformance import tiny_problem
+    from rulescape.study.conformance import tiny_problem
     net = tiny_problem(0)[0]
     with pytest.raises(ValueError, match=r"stepper_buffer.py registers a buffer named 'step'"):
         registry.build_rule("stepper", net)
@@ -459,7 +459,7 @@ def test_the_plan_s_claim_kinds_are_the_code_s(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------ 6. study.py: signals and resume
 def test_a_re_run_of_the_same_study_resumes_and_another_study_is_refused(tmp_path):
     from rulescape.errors import ConfigError
-    from rulescape.study_runner import MARKER, check_out, identity, parse
+    from rulescape.study.runner import MARKER, check_out, identity, parse
     out = tmp_path / "study"
     request = parse(["rule=eprop", "study.smoke=true", f"study.out={out}"])
     request.out = out
@@ -480,7 +480,7 @@ def test_a_re_run_of_the_same_study_resumes_and_another_study_is_refused(tmp_pat
 
 def test_a_bad_plan_stops_the_study_before_anything_runs(tmp_path, monkeypatch, capsys):
     import analysis.plan
-    from rulescape.study_runner import main
+    from rulescape.study.runner import main
     bad = tmp_path / "plan.yaml"
     bad.write_text(PLAN.read_text().replace("alpha: 0.05", "alpha: abc", 1))
     monkeypatch.setattr(analysis.plan, "DEFAULT_PLAN", bad)
@@ -493,7 +493,7 @@ def test_a_bad_plan_stops_the_study_before_anything_runs(tmp_path, monkeypatch, 
 def test_a_signal_reaches_the_study_s_children_once_and_nothing_new_starts():
     import signal
 
-    from rulescape import children
+    from rulescape.study import children
     children.reset()
     previous = children.install()
     try:
@@ -585,7 +585,7 @@ def test_the_printed_resume_line_reads_back_for_a_non_ascii_run_dir(tmp_path):
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from rulescape.launcher import Job, resume_command
+    from rulescape.sweep.launcher import Job, resume_command
     out_dir = tmp_path / "läufe mit 'Leer'zeichen"
     line = resume_command(Job(0, ["rule=eprop"], out_dir, {}))
     args = shlex.split(line)[2:]
@@ -594,15 +594,15 @@ def test_the_printed_resume_line_reads_back_for_a_non_ascii_run_dir(tmp_path):
 
 
 def test_sweep_table_means_of_huge_values_stay_finite():
-    from rulescape.sweep_summary import mean_std
+    from rulescape.sweep.sweep_summary import mean_std
     assert "inf" not in mean_std([1e308, 1e308]) and "inf" not in mean_std([1e308, -1e308, 1e308])
 
 
 def rerun_refuses(tmp_path, capsys, monkeypatch, record: dict, says: str) -> None:
     sys.path.insert(0, str(ROOT / "tools"))
     import rerun_record
-    import rulescape.run
-    monkeypatch.setattr(rulescape.run, "train", lambda *a, **k: pytest.fail("trained"))
+    import rulescape.run.training
+    monkeypatch.setattr(rulescape.run.training, "train", lambda *a, **k: pytest.fail("trained"))
     run = tmp_path / "crafted"
     run.mkdir()
     (run / "summary.json").write_text(json.dumps(record))
@@ -614,7 +614,7 @@ def rerun_refuses(tmp_path, capsys, monkeypatch, record: dict, says: str) -> Non
 @pytest.fixture(scope="module")
 def quick_record(tmp_path_factory) -> dict:
     from conftest import compose_config
-    from rulescape.run import train
+    from rulescape.run.training import train
     run = tmp_path_factory.mktemp("record") / "run"
     assert train(compose_config([*QUICK, "callbacks=none"]), run)["status"] == "ok"
     return json.loads((run / "summary.json").read_text())
@@ -643,7 +643,7 @@ def test_an_interpolation_in_a_record_is_refused_not_resolved(tmp_path, capsys, 
 def test_a_control_following_a_diverged_run_says_so(tmp_path):
     """study.py's step-matched control used to follow a diverged rule's rho history without a word."""
     from modules.rules import build_rule
-    from rulescape.conformance import tiny_problem
+    from rulescape.study.conformance import tiny_problem
     followed = tmp_path / "eprop"
     followed.mkdir()
     record = {"status": "diverged", "rho_mean": 0.7, "history": {"rho": [[0, 0.7], [5, 0.6]]}}

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from conftest import ROOT, compose_config
-from rulescape import validate as validate_module
-from rulescape.cli import group_options, preflight
+from rulescape.config import validate as validate_module
+from rulescape.config.schema import check_schema
 from rulescape.errors import ConfigError
-from rulescape.schema import check_schema
+from rulescape.run.cli import group_options, preflight
 
 LONG = "x" * 300
 
@@ -76,7 +76,7 @@ def test_an_over_long_sweep_directory_is_refused_before_any_job_starts(tmp_path)
 
 def test_the_same_values_are_refused_inside_the_run_with_a_failed_record(tmp_path):
     """train() (what a sweep job runs) applies the same checks: one line, a 'failed' record, nothing trained."""
-    from rulescape.run import train
+    from rulescape.run.training import train
     for i, overrides in enumerate((["task.noise=nan"], ["model.g=inf"], ["task.delay=-1"])):
         with pytest.raises(ConfigError, match=overrides[0].split("=")[0]):
             train(compose_config(["logger=none", *overrides]), tmp_path / str(i))
@@ -88,7 +88,7 @@ def test_memory_estimate_of_the_data_is_a_lower_bound_of_what_the_datamodule_all
     """The estimate's data part never exceeds the bytes of the sets the datamodule really builds (so it never
     refuses a run that would fit), and is within a small factor of them (so it does catch a huge one)."""
     from datamodules import TASKS
-    from rulescape.run import group_params
+    from rulescape.run.training import group_params
     extra = {"dms": ["task.delay=700"], "pattern": ["task.duration=1400"],
              "neurogym": ["task.kwargs={timing: {fixation: 300, sample: 500, delay: 1000, test: 500, decision: 900}}"]}
     cfg = check_schema(compose_config([f"task={task}", "task.train_size=64", "task.test_size=64", *extra[task]]))

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules import build_datamodule  # noqa: E402
 from datamodules.base import StepBatchSampler  # noqa: E402
-from rulescape.run import build_module, group_params  # noqa: E402
+from rulescape.run.training import build_module, group_params  # noqa: E402
 
 NAMES = ("W_x", "W_h", "b", "W_out", "b_out")
 

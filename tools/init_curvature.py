@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules import build_datamodule  # noqa: E402
 from modules.lanczos import lanczos  # noqa: E402
-from rulescape.run import build_module, group_params  # noqa: E402
+from rulescape.run.training import build_module, group_params  # noqa: E402
 
 TASK_ONLY = ("name", "alpha", "study", "rule_lr", "dale", "hidden_size")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from rulescape.run import train  # noqa: E402
+from rulescape.run.training import train  # noqa: E402
 
 def summary_table(out: Path, learned_nmse: float) -> None:
     import numpy as np

@@ -8,7 +8,7 @@ and the ρ history within 1e-6; λ1 at every measured step within 2 x curvature.
 within tol of the true λ1). A run that followed other runs (`*_from`, `rule.rho_from`) is skipped with the
 reason: those runs' directories are part of its input. Exit status 0 when every compared run matches.
 A record is data from anywhere: every record's config is checked first (no `_target_` but a torch.optim
-class at optimizer/scheduler, rulescape/targets.py; no interpolation, which would read this machine's
+class at optimizer/scheduler, rulescape/config/targets.py; no interpolation, which would read this machine's
 environment; a history and curvature.tol to compare with); a refused or unreadable one is one line, exit 2,
 and nothing is rerun.
 """
@@ -65,9 +65,9 @@ def compare(record: dict, rerun: dict) -> tuple[list[str], dict]:
 
 def read_config(run_dir: Path) -> tuple[dict, dict]:
     """The record and its config, checked as data before anything is built from it: a record is input
-    from anywhere, and a `_target_` in it must not run (rulescape/targets.py). ConfigError otherwise."""
+    from anywhere, and a `_target_` in it must not run (rulescape/config/targets.py). ConfigError otherwise."""
+    from rulescape.config.targets import check_targets
     from rulescape.errors import ConfigError
-    from rulescape.targets import check_targets
     path = run_dir / "summary.json"
     if not path.is_file():
         raise ConfigError(f"{path}: no such file (a run directory holds a summary.json)")
@@ -107,7 +107,7 @@ def flat_items(node, prefix: str = ""):
 
 
 def rerun(run_dir: Path) -> tuple[str, list[str]]:
-    from rulescape.run import train
+    from rulescape.run.training import train
     record, config = read_config(run_dir)
     why = follows_other_runs(config)
     if why:

@@ -1,5 +1,5 @@
 """The conf/ tree read for people: each group's options, what each option file says about itself (its first
-comment line) and each key's help (the comment beside it). Read by `train.py --help` (rulescape/cli.py) and
+comment line) and each key's help (the comment beside it). Read by `train.py --help` (rulescape/run/cli.py) and
 tools/gen_config_docs.py (docs/configuration.md), so that help is written once, beside the default."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def groups() -> dict[str, list[str]]:

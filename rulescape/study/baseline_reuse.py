@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # keys that never change a computed value (compared nowhere): where the logs go and how progress shows
 IGNORED = ("logger", "trainer.enable_progress_bar", "ckpt_path")
 REUSABLE_STATUSES = ("ok",)  # a diverged, failed or interrupted run is not a baseline to compare with
@@ -48,8 +48,8 @@ def expected_config(overrides: list[str]) -> dict:
     """The resolved config train.py would record for one job with these overrides."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from rulescape.schema import check_schema
-    from rulescape.validate import settle, validate
+    from rulescape.config.schema import check_schema
+    from rulescape.config.validate import settle, validate
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     cfg = check_schema(cfg)
@@ -140,7 +140,7 @@ def write_manifest(root: Path) -> Path:
 
 def check_record(run_dir: Path, seed: int, want: dict) -> str | None:
     """Why the record in run_dir cannot stand for this study's run of that seed, or None when it can."""
-    from rulescape.checkpoint import config_mismatch, flat
+    from rulescape.run.checkpoint import config_mismatch, flat
     path = run_dir / "summary.json"
     if run_dir.is_symlink():
         return f"seed {seed}: {run_dir} is a symlinked directory (records are read from regular files only)"
@@ -221,7 +221,7 @@ def rerun(run_dirs: list[Path], lanes: int, log: Path) -> dict[Path, str]:
     if not run_dirs:
         return {}
     chunks = [run_dirs[i::lanes] for i in range(lanes) if run_dirs[i::lanes]]
-    from rulescape import children  # stopped with the study on a signal
+    from rulescape.study import children  # stopped with the study on a signal
     procs = [children.start([sys.executable, str(ROOT / "tools" / "rerun_record.py"), *map(str, chunk)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for chunk in chunks]

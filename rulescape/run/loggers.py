@@ -24,8 +24,8 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from callbacks.history import merged_history
+from rulescape.config.schema import LOGGERS
 
-LOGGERS = ("wandb", "csv", "none")
 RUN_ID_FILE = "wandb_run_id"  # in the run dir: a resumed run continues the same wandb run
 
 

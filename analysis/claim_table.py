@@ -9,7 +9,7 @@ the measured ρ(t) of a run, "mean ρ": one constant), tbptt's window, an early 
 Claims. The plan's primary claims for the task, its "any rule" template for every arm in the records that
 is neither the reference (bptt) nor a control — whatever the rule's name — and the controls' exploratory
 claims (analysis.claim_kinds evaluates each); Holm within each (task, family); the verdict words are
-analysis.claim's. Theorem 1 rows (exploratory, descriptive): per arm, final |ρ|ηλ1 < 2 for every run
+analysis.verdict's. Theorem 1 rows (exploratory, descriptive): per arm, final |ρ|ηλ1 < 2 for every run
 with a value (at least MIN_N of them).
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ import math
 
 import numpy as np
 
-from analysis.claim import Claim, decide, fmt  # noqa: F401  (fmt: used by report.py)
 from analysis.claim_kinds import MIN_N, evaluate
 from analysis.holm import adjust_by_family
 from analysis.load import Run, finite
 from analysis.plan import Plan, load_plan
+from analysis.verdict import Claim, decide, fmt  # noqa: F401  (fmt: used by report.py)
 
 COLLAPSE_ACC_DROP = 0.2  # classification: final train acc more than this below its best along the run
 COLLAPSE_LOSS_RATIO = 2.0  # regression: final train loss above this multiple of its best along the run

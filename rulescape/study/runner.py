@@ -1,11 +1,11 @@
 """`python study.py rule=<name>`: conformance, then the rule's study, then its report (docs/add-a-rule.md).
 
-1. Conformance (rulescape/conformance.py) on tiny networks; a failed check stops here with exit 1.
+1. Conformance (rulescape/study/conformance.py) on tiny networks; a failed check stops here with exit 1.
 2. The study on each task's preset (conf/experiment/study_<task>.yaml, its matched point and budgets): the
    rule's arm x study.seeds, the controls named in study.controls (e.g. BPTT following the rule's rho
    history seed by seed, to the matched score and for the rule's own step count), and the baseline arms
    (bptt, eprop, rflo, mdgl): reused from study.baselines_from when they still reproduce on this code
-   (rulescape/baseline_reuse.py), trained otherwise. Jobs are plain `train.py -m` sweeps (one job at a time
+   (rulescape/study/baseline_reuse.py), trained otherwise. Jobs are plain `train.py -m` sweeps (one job at a time
    each), in study.lanes processes at once; lane i takes every lanes-th seed and runs BPTT first, then the
    rule, then its controls, then the other baselines, so that every run measures λ1 also at the step where
    its seed's BPTT run stopped and a seed's control follows that seed's rule run.
@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rulescape import children
 from rulescape.errors import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigError
+from rulescape.study import children
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 COMPARED = ("eprop", "rflo", "mdgl")  # the rules the new rule's claims are shown beside
 # study.smoke: every job a 20-step toy (16 units, 64 trials), measured every few steps
@@ -39,7 +39,7 @@ SMOKE = ["trainer.max_steps=20", "model.hidden_size=16", "task.train_size=64", "
          "curvature.batch_size=32", "alignment.every_n_steps=5", "stop_check_every=10"]
 SMOKE_BANNER = ("> **Toy-sized (study.smoke=true): verdicts not meaningful.** Toy networks and data (16 units, "
                 "64 trials, a few steps, 3 seeds): every step ran, but nothing these rows say is a finding.")
-SMOKE_SEEDS = 3  # the fewest runs per arm a claim is tested on (analysis.claims.MIN_N)
+SMOKE_SEEDS = 3  # the fewest runs per arm a claim is tested on (analysis.claim_table.MIN_N)
 CONTROLS = {  # name -> (arm name, overrides, as long as the rule's run); {rule} filled in per study
     "step_matched": ("bptt_matched_{rule}", ["rule=bptt_scaled", "rule.rho_mode=history"], False),
     "step_matched_mean": ("bptt_matched_mean_{rule}", ["rule=bptt_scaled", "rule.rho_mode=mean"], False),
@@ -235,7 +235,7 @@ def control_overrides(request: StudyRequest, control: str, lane_dir: Path) -> li
 def check_jobs(request: StudyRequest) -> None:
     """One job of each kind through train.py's own preflight (groups, keys, values) and the new rule built on
     a tiny network (its constructor refuses bad rule.* values): a bad override stops the study here."""
-    from rulescape.cli import preflight
+    from rulescape.run.cli import preflight
     task = request.study["tasks"][0]
     jobs = [rule_overrides(request)] + [[f"rule={a}", f"study_arm={a}"] for a in request.study["baselines"] or []]
     for overrides in jobs:
@@ -243,7 +243,7 @@ def check_jobs(request: StudyRequest) -> None:
         if problem:
             raise ConfigError(problem[len("error: "):] if problem.startswith("error: ") else problem)
     from modules.rules import build_rule
-    from rulescape.conformance import tiny_net
+    from rulescape.study.conformance import tiny_net
     try:
         build_rule(request.rule, tiny_net(), **rule_params(request))
     except (ConfigError, ValueError, TypeError) as err:
@@ -264,7 +264,7 @@ def rule_params(request: StudyRequest) -> dict:
 
 # ------------------------------------------------------------------------------------- conformance
 def conformance(request: StudyRequest) -> tuple[bool, str]:
-    from rulescape.conformance import run_checks, table
+    from rulescape.study.conformance import run_checks, table
     results = run_checks(request.rule, rule_params(request))
     text = table(results)
     print(f"conformance of rule '{request.rule}':\n{text}", flush=True)
@@ -278,7 +278,7 @@ def conformance(request: StudyRequest) -> tuple[bool, str]:
 # ------------------------------------------------------------------------------------------ reuse
 def plan_baselines(request: StudyRequest, log) -> dict[str, list[str]]:
     """{task: baseline arms to train}; reused records are copied to <out>/reused/<task>/ and said so."""
-    from rulescape import baseline_reuse as reuse
+    from rulescape.study import baseline_reuse as reuse
     s = request.study
     arms = list(s["baselines"] or [])
     root = Path(s["baselines_from"]) if s["baselines_from"] else None
@@ -538,8 +538,8 @@ def study(request: StudyRequest, start: float) -> int:
     timings["runs"] = time.time() - t
     if children.stopping():
         raise children.Stopped()
-    from rulescape.baseline_reuse import write_manifest
-    write_manifest(request.out)  # what a later study may reuse from here, as written (rulescape/baseline_reuse.py)
+    from rulescape.study.baseline_reuse import write_manifest
+    write_manifest(request.out)  # what a later study may reuse from here, as written (study/baseline_reuse.py)
     if problems:  # a sweep that could not start (its jobs' own failures are records, not problems)
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 1

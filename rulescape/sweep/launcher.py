@@ -22,7 +22,7 @@ sweep leaves the pool's workers running. Here:
   directory, as a single run does).
 
 Imports nothing heavy itself. With `preload` (the default) the sweep's process imports the training code
-(torch, Lightning, rulescape.run) once before its first fork, so that each job starts with it imported (about
+(torch, Lightning, rulescape.run.training) once before its first fork, so that each job starts with it imported (about
 8 s less per job here); importing initialises neither CUDA nor torch's thread pools, which is what a fork
 must not inherit."""
 from __future__ import annotations
@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rulescape.errors import EXIT_CONFIG, EXIT_INTERRUPTED
 from modules.record import build_summary, write_unless_finished
-from rulescape.rundir import read_status
+from rulescape.run.rundir import read_status
 
 POLL_S = 0.5  # how often the sweep looks at its flags while jobs run
 PR_SET_PDEATHSIG = 1
@@ -140,7 +140,7 @@ def run_one(conn, parent_pid: int, num: int, overrides, hydra_context, config, t
 
 def resume_command(job: Job) -> str:
     """The command that continues an interrupted job in its directory, or runs a job never started."""
-    from rulescape.cli import override
+    from rulescape.run.cli import override
     args = [shlex.quote(o) for o in filter_overrides(job.overrides) if not o.startswith(("ckpt_path=", "hydra."))]
     ckpt = job.out_dir / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
@@ -152,7 +152,7 @@ def resume_command(job: Job) -> str:
 def preload_training_code() -> None:
     """Import what every job imports, in the sweep's process, before any fork (see the module's docstring)."""
     import importlib
-    importlib.import_module("rulescape.run")
+    importlib.import_module("rulescape.run.training")
 
 
 FINISHED = ("ok", "diverged")  # a record that is a result: the job is not run again
@@ -165,8 +165,8 @@ NOT_IDENTITY = ("logger", "trainer.enable_progress_bar", "ckpt_path")
 def record_config(job: Job) -> dict:
     """The config the job's run would record (summary.json's `config`): its composed config through the same
     schema, checks and settling as train(). Raises ConfigError where the job would be refused."""
-    from rulescape.schema import check_schema
-    from rulescape.validate import settle, validate
+    from rulescape.config.schema import check_schema
+    from rulescape.config.validate import settle, validate
     cfg = OmegaConf.create({k: v for k, v in OmegaConf.to_container(job.cfg, resolve=False).items() if k != "hydra"})
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(job.cfg)  # ${hydra:...} as in the job
@@ -182,8 +182,8 @@ def record_config(job: Job) -> dict:
 def identity_problem(job: Job, record: dict, may_change=NOT_IDENTITY) -> str | None:
     """Why the record in job.out_dir is not this job's run (its own `config` differs from the job's, a key
     only one has included), or None when it is."""
-    from rulescape.checkpoint import config_mismatch, flat
     from rulescape.errors import ConfigError
+    from rulescape.run.checkpoint import config_mismatch, flat
     recorded = record.get("config") if isinstance(record, dict) else None
     if not isinstance(recorded, dict) or not recorded:
         return "its record holds no config"
@@ -212,7 +212,7 @@ def read_record(path: Path) -> dict | None:
 
 
 def locked_by_another(out_dir: Path) -> bool:
-    """Whether a live process holds <out_dir>/.lock (rulescape/rundir.py); never creates the file."""
+    """Whether a live process holds <out_dir>/.lock (rulescape/run/rundir.py); never creates the file."""
     import fcntl
     try:
         handle = open(out_dir / ".lock", "r")
@@ -253,7 +253,7 @@ REFUSED_FILE = "refused.json"  # <sweep dir>/refused.json: the jobs of the last 
 
 
 def write_refused(sweep_dir: Path, refused: dict[str, str]) -> None:
-    """The refused jobs of this launch for the sweep's table (rulescape/sweep_summary.py); none: no file."""
+    """The refused jobs of this launch for the sweep's table (rulescape/sweep/sweep_summary.py); none: no file."""
     import json
     path = sweep_dir / REFUSED_FILE
     with contextlib.suppress(OSError):
@@ -313,7 +313,7 @@ class JobLauncher(Launcher):
         finished record is this job's result only when that config equals the job's (apart from
         NOT_IDENTITY); an interrupted or killed job with a checkpoint resumes it (`ckpt_path=`) only when its
         record's config equals the job's apart from what a resume may change."""
-        from rulescape.checkpoint import RESUME_MAY_CHANGE
+        from rulescape.run.checkpoint import RESUME_MAY_CHANGE
         finished, refused, resumed = [], [], 0
         for job in jobs:
             summary, ckpt = job.out_dir / "summary.json", job.out_dir / "checkpoints" / "last.ckpt"
@@ -434,8 +434,8 @@ class JobLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         jobs = self.plan(job_overrides, initial_job_idx)
-        from rulescape.cli import path_too_long
-        from rulescape.gate import config_problem
+        from rulescape.config.gate import config_problem
+        from rulescape.run.cli import path_too_long
         for job in jobs:  # the gate again, on the configs the jobs will run: before any directory is made
             where = f"sweep job {job.num} ({' '.join(filter_overrides(job.overrides))})"
             problem = config_problem(job.cfg, where) or path_too_long(f"{where}: its directory", job.out_dir)
@@ -496,7 +496,7 @@ class JobLauncher(Launcher):
 
     def finish_interrupted(self, sweep_dir: Path, done: list[Job], pending: list[Job]) -> None:
         """The sweep was stopped: its table, how to resume, exit 130."""
-        from rulescape.sweep_summary import summary_table
+        from rulescape.sweep.sweep_summary import summary_table
         table = summary_table(sweep_dir)
         (sweep_dir / "sweep_summary.txt").write_text(table + "\n")
         resume = [j for j in done if j.outcome in ("interrupted", "failed") and j.stopped_at is not None] + pending

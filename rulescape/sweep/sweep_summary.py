@@ -40,7 +40,7 @@ def read_records(sweep_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def read_refused(sweep_dir: Path) -> dict[str, str]:
-    """The jobs the launcher did not start in its last launch ({directory name: why}; rulescape/launcher.py)."""
+    """The jobs the launcher did not start in its last launch ({directory name: why}; rulescape/sweep/launcher.py)."""
     path = sweep_dir / "refused.json"
     try:
         refused = json.loads(path.read_text()) if path.is_file() else {}

@@ -1,4 +1,4 @@
-"""Config checks between keys (each key's own range and choices are declared in rulescape/schema.py and
+"""Config checks between keys (each key's own range and choices are declared in rulescape/config/schema.py and
 checked there): batch against devices and training set, Lanczos sizes against the network, stop targets,
 neurogym's timing keywords, and a memory estimate covering weights, data sets and the Lanczos basis. They
 run before any work; each failure is one line naming the key, the value and what is allowed (ConfigError)."""

@@ -32,15 +32,15 @@ from modules.objective import Objective
 from modules.rnn import RateRNN
 from modules.rules import build_rule, registry_problem
 from modules.run_records import stop_step
+from rulescape.config.schema import check_schema
+from rulescape.config.targets import check_targets
+from rulescape.config.validate import settle, validate
 from rulescape.errors import (EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                               ConfigError)
-from rulescape.loggers import build_loggers, close_loggers
-from rulescape.quiet import on_terminal, progress_bar, quiet_third_party
-from rulescape.checkpoint import SafeCheckpointIO, check_checkpoint
-from rulescape.rundir import check_run_dir, read_status, run_dir_lock
-from rulescape.schema import check_schema
-from rulescape.targets import check_targets
-from rulescape.validate import settle, validate
+from rulescape.run.checkpoint import SafeCheckpointIO, check_checkpoint
+from rulescape.run.loggers import build_loggers, close_loggers
+from rulescape.run.quiet import on_terminal, progress_bar, quiet_third_party
+from rulescape.run.rundir import check_run_dir, read_status, run_dir_lock
 
 log = logging.getLogger("rulescape")
 STATUS_EXIT = {"ok": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED, "failed": EXIT_FAILED}
@@ -121,7 +121,7 @@ def resume_command(out_dir: Path) -> str:
                          if not o.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.sweep."))]
     except Exception:  # noqa: BLE001 - without Hydra the bare command still resumes
         pass
-    from rulescape.cli import override  # the paths Hydra-quoted (a non-ASCII or spaced run dir), then for a shell
+    from rulescape.run.cli import override  # the paths Hydra-quoted (a non-ASCII or spaced run dir), then for a shell
     return "python train.py " + " ".join([*(shlex.quote(o) for o in overrides), override("ckpt_path", ckpt),
                                           override("hydra.run.dir", out_dir)])
 

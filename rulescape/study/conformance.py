@@ -346,7 +346,7 @@ def ddp_worker(rank: int, name: str, params: dict, rule_file: str, port: int, fo
     """One of 2 gloo processes: the rule on this rank's half of the batch, estimates averaged across ranks
     with all_reduce exactly as DDP averages gradients; rank 0 saves the average."""
     import sys
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     if root not in sys.path:
         sys.path.insert(0, root)
     torch.set_num_threads(1)

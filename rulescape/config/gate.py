@@ -1,6 +1,6 @@
 """The gate: one check of everything a command line makes Hydra build, before Hydra builds anything.
 
-A config is data (rulescape/targets.py). But Hydra itself builds objects from config before train.py's own
+A config is data (rulescape/config/targets.py). But Hydra itself builds objects from config before train.py's own
 checks run: in a sweep's parent its callbacks (`hydra.callbacks`), its launcher and sweeper, its logging
 (`hydra.job_logging`: handler and formatter classes, a log file's name), and in every job the job's
 environment (`hydra.job.env_set`). Those can come from a command line, from an interpolation
@@ -9,7 +9,7 @@ into conf/. So `gate(argv)` composes what Hydra will compose, the way Hydra comp
 `--config-dir`, `--config-path`, `--config-name`, `hydra.searchpath`, the sweeper's params and every
 job of a sweep), and refuses with one line:
 
-- a `_target_` outside optimizer / scheduler's allow-list (rulescape/targets.py), at any depth, also one
+- a `_target_` outside optimizer / scheduler's allow-list (rulescape/config/targets.py), at any depth, also one
   an interpolation or `oc.create` produces;
 - a class-naming key (`_target_`, `class`, `()`) whose value is an interpolation;
 - a Hydra callback other than rulescape's own (SWEEP_CALLBACKS), a launcher or sweeper other than the ones
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from rulescape.errors import ConfigError, one_line
 
-ROOT = Path(__file__).resolve().parent.parent
-SWEEP_CALLBACKS = ("rulescape.sweep_summary.SweepSummary",)
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP_CALLBACKS = ("rulescape.sweep.sweep_summary.SweepSummary",)
 LAUNCHERS = ("hydra_plugins.rulescape_launcher.JobLauncher",
              "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
              "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
@@ -169,7 +169,7 @@ def config_problem(cfg, where: str = "config") -> str | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from rulescape.targets import INSTANTIATED, check_targets, target_paths
+    from rulescape.config.targets import INSTANTIATED, check_targets, target_paths
     raw = OmegaConf.to_container(cfg, resolve=False)
     for path, key, value in walk(raw):
         if key in CLASS_KEYS and isinstance(value, str) and "${" in value:

@@ -3,7 +3,7 @@ per key, whose `key(...)` metadata says what values it takes. `check_schema` mer
 them (types, booleans, unknown keys) and `check_values` checks every value against its declaration (ranges,
 choices, path lengths; a number must also be finite), before anything runs. A key's default and help are its
 line in the YAML under conf/ (the comment beside it); docs/configuration.md and `train.py --help` are
-generated from both (tools/gen_config_docs.py). rulescape/validate.py keeps the cross-field rules.
+generated from both (tools/gen_config_docs.py). rulescape/config/validate.py keeps the cross-field rules.
 
 Open and closed sections:
 - Closed (an unknown key is refused): the top level, model, optimizer (per _target_), scheduler (per
@@ -31,7 +31,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rulescape.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 INT_MAX = 2**31 - 1     # no count, size or step above int32: torch and numpy index with it, seeds aside
 SEED_MAX = 2**32 - 1    # numpy's and Lightning's seed range
 PATH_MAX = 4096         # Linux's limit on a path; NAME_MAX (255) on each of its parts
@@ -247,9 +247,12 @@ class TrainerConfig:
     deterministic: Any = False  # bool or "warn"
 
 
+LOGGERS = ("wandb", "csv", "none")  # logger=: the names rulescape/run/loggers.py builds
+
+
 @dataclass
 class LoggerConfig:
-    name: str = key("none", choices="rulescape.loggers:LOGGERS")
+    name: str = key("none", choices=tuple(sorted(LOGGERS)))
 
 
 @dataclass

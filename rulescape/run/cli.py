@@ -1,5 +1,5 @@
 """The command line before Hydra sees it: `usage` (train.py --help) and `preflight`, the checks that happen
-before Hydra creates a run directory. First the gate (rulescape/gate.py: nothing Hydra or the run would
+before Hydra creates a run directory. First the gate (rulescape/config/gate.py: nothing Hydra or the run would
 build may lie outside the allow-list, whatever file, interpolation or sweep value it comes from); then an
 unknown option of a config group (`rule=foo`), an unknown key, a malformed override, an unwritable, full or
 over-long run directory and (for a single run) every value get one line instead of Hydra's multi-line error
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rulescape.errors import one_line
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MAIN_KEYS = ("seed", "model.hidden_size", "model.dale", "optimizer.lr", "trainer.max_steps", "l2", "eval_every",
              "curvature.every_n_steps", "alignment.every_n_steps", "stop_at_train_acc", "ckpt_path", "threads")
 EXAMPLES = ("python train.py rule=rflo task=dms                        # one run, ~30 s",
@@ -25,7 +25,7 @@ EXAMPLES = ("python train.py rule=rflo task=dms                        # one run
 def usage() -> str:
     """train.py --help: usage, the groups with their options (the default marked *), main keys, examples."""
     from omegaconf import OmegaConf
-    from rulescape.confdoc import default_options, groups, key_help
+    from rulescape.config.confdoc import default_options, groups, key_help
     defaults = default_options()
     lines = ["usage: python train.py [group=option ...] [key=value ...]        one run",
              "       python train.py -m [group=a,b ...] [key=a,b ...]           a sweep (every combination)",
@@ -137,7 +137,7 @@ def compose_problem(overrides: list[str]):
         text = str(err)
         if text.startswith("Could not override '"):
             key = text.split("'")[1]
-            from rulescape.confdoc import groups as config_groups
+            from rulescape.config.confdoc import groups as config_groups
             groups = sorted(config_groups())
             where = f"groups: {', '.join(groups)}" if "." not in key else "add it with +key=value only if it is new"
             return f"error: unknown config group or key '{key}' ({where})", None
@@ -161,7 +161,7 @@ def bad_override(overrides: list[str]) -> str | None:
 
 
 def path_too_long(name: str, path: Path) -> str | None:
-    from rulescape.schema import NAME_MAX, PATH_MAX
+    from rulescape.config.schema import NAME_MAX, PATH_MAX
     longest = max((len(part.encode()) for part in path.parts), default=0)
     if longest > NAME_MAX or len(os.path.abspath(path)) > PATH_MAX:
         return (f"error: {name}={str(path)[:40]}...: too long; a path may have {PATH_MAX} characters and each "
@@ -219,7 +219,7 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
     problem = check_group_overrides(argv)
     if problem:
         return problem
-    from rulescape.gate import gate
+    from rulescape.config.gate import gate
     gated = gate(argv)  # everything Hydra would build, composed as Hydra composes it, before it builds any
     if gated and not gated.startswith("error: cannot compose"):
         return gated
@@ -242,11 +242,11 @@ def preflight(argv: list[str], check_values: bool = True) -> str | None:
         return problem
     if check_values and not multirun:
         from omegaconf import OmegaConf, open_dict
-        from rulescape.checkpoint import check_checkpoint
+        from rulescape.config.schema import check_schema
+        from rulescape.config.validate import settle, validate
         from rulescape.errors import ConfigError
-        from rulescape.rundir import check_run_dir
-        from rulescape.schema import check_schema
-        from rulescape.validate import settle, validate
+        from rulescape.run.checkpoint import check_checkpoint
+        from rulescape.run.rundir import check_run_dir
         from hydra.core.hydra_config import HydraConfig
         # ${hydra:...} (a study arm's `${hydra:sweep.dir}/...` globs) resolves here as in Hydra's own job
         HydraConfig.instance().set_config(composed)

@@ -1,0 +1,1 @@
+"""One run: the command line's preflight, the training itself, its run directory, checkpoints, loggers and console."""

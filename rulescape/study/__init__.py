@@ -1,0 +1,1 @@
+"""The study tool (`study.py`): conformance checks, the study's sweeps, baseline reuse and the child processes."""
