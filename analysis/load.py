@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,14 +85,31 @@ def finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def summaries_under(folder: Path) -> list[Path]:
+    """Every summary.json under a directory, following symlinked directories (a run linked into a sweep
+    folder counts; Path.rglob skips such links) and entering each real directory once (no link loops)."""
+    out, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        if "summary.json" in files:
+            out.append(Path(root) / "summary.json")
+    return sorted(out)
+
+
 def find_summaries(dirs: list[str | Path]) -> list[Path]:
-    """Every summary.json under the given directories (recursively), each file once, in path order."""
+    """Every summary.json under the given directories (recursively, symlinked run directories included),
+    each file once, in path order."""
     found: dict[Path, None] = {}
     for d in dirs:
         d = Path(d)
         if not d.exists():
             raise FileNotFoundError(f"no such directory: {d}")
-        paths = [d] if d.is_file() and d.name == "summary.json" else sorted(d.rglob("summary.json"))
+        paths = [d] if d.is_file() and d.name == "summary.json" else summaries_under(d)
         for p in paths:
             found.setdefault(p.resolve(), None)
     return sorted(found)

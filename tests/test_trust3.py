@@ -655,3 +655,20 @@ def test_a_control_following_a_diverged_run_says_so(tmp_path):
     record["status"] = "ok"
     (followed / "summary.json").write_text(json.dumps(record))
     assert build_rule("bptt_scaled", net, rho_from=str(followed)).warnings == []
+
+
+# ------------------------------------------------------------- records linked into a sweep folder count
+def test_a_run_directory_linked_into_a_sweep_folder_is_read_once(tmp_path):
+    """report.py's loader follows a symlinked run directory (Path.rglob skips it silently) and reads a run
+    reachable twice, or through a link loop, once."""
+    from analysis.load import find_summaries
+    real = tmp_path / "elsewhere" / "bptt_dms_seed0"
+    real.mkdir(parents=True)
+    (real / "summary.json").write_text("{}")
+    sweep = tmp_path / "sweep"
+    (sweep / "eprop_dms_seed0").mkdir(parents=True)
+    (sweep / "eprop_dms_seed0" / "summary.json").write_text("{}")
+    (sweep / "bptt_dms_seed0").symlink_to(real, target_is_directory=True)
+    (sweep / "loop").symlink_to(sweep, target_is_directory=True)
+    found = find_summaries([sweep, tmp_path / "elsewhere"])
+    assert sorted(p.parent.name for p in found) == ["bptt_dms_seed0", "eprop_dms_seed0"]
