@@ -29,6 +29,7 @@ import logging
 import torch
 
 from callbacks.history import HistoryCallback
+from modules.lanczos import NonFiniteOperator
 from modules.run_records import stop_steps
 from modules.hessian import (HessianOperator, PARAM_SETS, lanczos_eigenvalues, pyhessian_eigenvalues,
                              rademacher_probes, relative_flatness, hutchinson_trace)
@@ -96,8 +97,14 @@ class Curvature(HistoryCallback):
         if self.backend == "lanczos":
             op = HessianOperator(net, objective, data, self.params)
             previous = self.ritz if self.warm_start else None
-            result = lanczos_eigenvalues(op, self.k, self.tol, self.max_iter, seed=self.seed, previous=previous,
-                                         vectors=self.warm_start)
+            try:
+                result = lanczos_eigenvalues(op, self.k, self.tol, self.max_iter, seed=self.seed,
+                                             previous=previous, vectors=self.warm_start)
+            except NonFiniteOperator:
+                # the weights after this step overflow the loss: the run diverged here (the loss check of the
+                # next step would say so; this measurement comes first)
+                from modules.lit_module import Diverged  # local: callbacks know no module at import time
+                raise Diverged(int(trainer.global_step), "the Hessian-vector product on the curvature batch") from None
             if self.warm_start:
                 self.ritz = result.vectors.detach().cpu()
             self.product_counts.append([int(trainer.global_step), result.iterations])

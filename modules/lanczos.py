@@ -31,6 +31,7 @@ Works on any device; the tiny tridiagonal eigenproblem is solved on the CPU in f
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -62,6 +63,10 @@ def error_bounds(theta: torch.Tensor, residuals_all: torch.Tensor, top: torch.Te
     return out
 
 
+class NonFiniteOperator(FloatingPointError):
+    """A product of the operator was NaN or infinite (e.g. the Hessian of a network whose loss overflowed)."""
+
+
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, k: int = 1,
             tol: float = 1e-4, max_iter: int = 100, vectors: bool = False) -> LanczosResult:
     """The k largest algebraic eigenvalues of the symmetric operator `matvec` (flat (n,) -> (n,)),
@@ -88,6 +93,8 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
         for _ in range(2):  # full reorthogonalisation, twice
             w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
         beta = float(w.norm())
+        if not math.isfinite(beta) or not math.isfinite(float(alpha)):  # eigh would fail on it, unexplained
+            raise NonFiniteOperator(f"the operator returned a non-finite product at Lanczos step {j + 1}")
         alphas.append(float(alpha))
 
         theta, s = torch.linalg.eigh(tridiagonal(alphas, betas))

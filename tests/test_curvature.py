@@ -290,3 +290,21 @@ def test_lanczos_runs_unchanged_on_cuda():
     cpu = top_eigenvalues(net, Objective("ce", 0.05), batch, "all", k=2, tol=1e-7)
     gpu = top_eigenvalues(net.cuda(), Objective("ce", 0.05), batch, "all", k=2, tol=1e-7)
     assert gpu == pytest.approx(cpu, rel=1e-6)
+
+
+def test_a_network_whose_loss_overflowed_is_a_diverged_run_not_a_linear_algebra_error():
+    """Weights that overflow the loss make every Hessian-vector product NaN; Lanczos says so (eigh used to
+    fail on the NaN tridiagonal matrix with 'ill-conditioned', and the run was recorded as failed, as a BPTT
+    seqMNIST run of the third edition was before this fix) and the callback reports the run as diverged at
+    that step."""
+    from modules.lanczos import NonFiniteOperator
+    from modules.lit_module import Diverged
+    with pytest.raises(NonFiniteOperator, match="Lanczos step 1"):
+        lanczos(lambda v: v * float("nan"), torch.ones(4, dtype=torch.float64))
+    net, batch = tiny()
+    with torch.no_grad():
+        net.W_h.fill_(float("inf"))
+    module = SimpleNamespace(net=net, objective=Objective("ce", 0.01))
+    trainer = SimpleNamespace(datamodule=FakeDataModule(batch), global_step=200)
+    with pytest.raises(Diverged, match="diverged at step 200: the Hessian-vector product"):
+        Curvature(k=1).measure(trainer, module)
