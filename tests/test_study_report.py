@@ -142,3 +142,43 @@ def test_plain_words_hold_no_number_outside_generated_blocks():
     typed = tool.BLOCK.sub("", section)
     assert "<!-- generated: say" in section
     assert not re.findall(r"\d\.\d|\d+ of \d+|\d+/\d+", typed), re.findall(r".{30}(?:\d\.\d|\d+/\d+).{10}", typed)
+
+
+def third_edition_records() -> dict[str, dict[str, dict]]:
+    """{folder: {run directory name: summary}} of the third edition (docs/study/<folder>/runs)."""
+    import json
+    out: dict[str, dict[str, dict]] = {}
+    for p in sorted(STUDY.glob("*/runs/*/summary.json")):
+        out.setdefault(p.parents[2].name, {})[p.parent.name] = json.loads(p.read_text())
+    return out
+
+
+def test_every_rule_run_measured_lambda_at_its_bptt_pair_s_stop():
+    """λ1 at exactly equal steps: every third-edition run that measures λ1 at its seed's BPTT stop
+    (curvature.at_steps_from) and trained at least that far holds λ1 at that very step."""
+    checked = 0
+    for folder, runs in third_edition_records().items():
+        for name, s in runs.items():
+            if not (s["config"].get("curvature") or {}).get("at_steps_from"):
+                continue
+            pair = runs.get(f"bptt_{s['task']}_seed{s['seed']}")
+            lam = (s.get("history") or {}).get("lambda_max") or []
+            if pair is None or pair["status"] != "ok" or s["steps"] < pair["steps"] or not lam:
+                continue
+            assert pair["steps"] in {int(step) for step, _ in lam}, f"{folder}/{name} lacks λ1 at step {pair['steps']}"
+            checked += 1
+    assert checked, "no third-edition run measured λ1 at its BPTT pair's stop"
+
+
+def test_every_equal_length_control_ran_exactly_its_rule_s_step_count():
+    checked = 0
+    for folder, runs in third_edition_records().items():
+        for name, s in runs.items():
+            arm = s["config"].get("study_arm") or ""
+            if arm not in ("bptt_matched_len", "bptt_matched_mean_len") or s["status"] != "ok":
+                continue
+            rule = runs.get(f"eprop_{s['task']}_seed{s['seed']}")
+            assert rule is not None, f"{folder}/{name} has no e-prop run beside it"
+            assert s["steps"] == rule["steps"], f"{folder}/{name}: {s['steps']} steps, e-prop {rule['steps']}"
+            checked += 1
+    assert checked, "no equal-length control in the third edition's records"

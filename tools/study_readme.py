@@ -85,7 +85,7 @@ def say(folder: str, claims_text: str) -> list[str]:
     """One sentence per claim named (separated by |), from its row in <folder>/report.md: nothing the row
     does not say. A claim the report does not hold is an error (the README names a row that is not there)."""
     rows = {r["claim"]: r for r in claim_table(folder)}
-    task = Path(folder).name.split("-")[0]
+    task = Path(folder).name  # the folder: seqmnist-a0.2, dms-high and dms-variance say which experiment
     out = []
     for claim in [c.strip() for c in claims_text.split("|") if c.strip()]:
         if claim not in rows:
