@@ -67,18 +67,7 @@ def claims(edition: str = "") -> list[str]:
 
 def claim_table(folder: str) -> list[dict]:
     """The claims table rows of a report, as {header cell: value}."""
-    lines = report(folder).splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("| claim | kind |")), None)
-    if start is None:
-        return []
-    split = lambda line: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # noqa: E731
-    header = split(lines[start])
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(header, split(line))))
-    return rows
+    return table(report(folder).splitlines(), "| claim | kind |")
 
 
 def say(folder: str, claims_text: str) -> list[str]:
