@@ -10,9 +10,10 @@ sentences can never say more (or other) than the study computed:
                                       in the row's own words: verdict, effect with its CI, p Holm, test, n
     <!-- generated: matrix <folder> <folder> ... -->  claim × task: every primary claim of those reports, a
                                       column per folder, each cell its row's verdict and effect [CI]
-    <!-- generated: rules <folder> <folder> ... -->   rule × task: each rule under test (neither bptt nor a
-                                      control of docs/study/plan.yaml) with its Δgap and λ1 ratio against bptt [CI] (its exploratory or
-                                      primary rows), mean ρ and learned count (the per-arm table)
+    <!-- generated: rules <folder> <folder> ... -->   rule × task: each rule under test (neither bptt nor
+                                      a control of docs/study/plan.yaml) with its Δgap and λ1 ratio against
+                                      bptt [CI] (its exploratory or primary rows), mean ρ and learned count
+                                      (the per-arm table)
     ...
     <!-- end generated -->
 
@@ -215,7 +216,8 @@ def generate(what: str) -> list[str]:
         header = next((i for i, line in enumerate(lines) if line.startswith("| claim |")), None)
         rows = [line for line in lines if line.startswith("|") and text in line]
         return ([lines[header], lines[header + 1]] if header is not None else []) + rows
-    raise ValueError(f"unknown generated block '{what}'; choose one of: claims [<edition>], arms <folder>, runs [<edition>], "
+    raise ValueError(f"unknown generated block '{what}'; choose one of: claims [<edition>], arms <folder>, "
+                     "runs [<edition>], "
                      "section <folder> <heading>, rows <folder> <text>, say <folder> <claim>|<claim>..., "
                      "matrix <folder>..., rules <folder>...")
 
