@@ -37,7 +37,7 @@ import torch
 
 from modules.rules import register
 from modules.rules.base import Estimate, StochasticRule
-from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_estimate
+from modules.rules.rtrl import online_pass, presynaptic, rollout, with_estimate
 
 
 def clamped(decay: torch.Tensor) -> torch.Tensor:
@@ -85,10 +85,7 @@ class KeRNL(StochasticRule):
 
     def surrogate(self, net, batch, objective, noise=None, generator=None):
         x = batch[0]
-        with torch.no_grad():
-            h, r = rollout(net, x, noise)
-        loss, y_hat, d_r = readout_part(net, r, batch, objective)
-        psi = slopes(net, h)
+        h, r, loss, y_hat, d_r, psi = online_pass(net, batch, objective, noise)
         lam = clamped(self.decay)
         grad = kernl_gradient(net, psi * d_r, presynaptic(net, r, x), self.beta.detach(), lam.detach())
         gen = generator if generator is not None else self.generator(x.device)

@@ -31,7 +31,7 @@ import torch
 
 from modules.rules import register
 from modules.rules.base import Estimate, StochasticRule
-from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_estimate
+from modules.rules.rtrl import online_pass, presynaptic, with_estimate
 from modules.rules.uoro import draw_signs
 
 
@@ -73,10 +73,7 @@ class KFRTRL(StochasticRule):
 
     def surrogate(self, net, batch, objective, noise=None, generator=None):
         x = batch[0]
-        with torch.no_grad():
-            h, r = rollout(net, x, noise)
-        loss, y_hat, d_r = readout_part(net, r, batch, objective)
-        psi = slopes(net, h)
+        _, r, loss, y_hat, d_r, psi = online_pass(net, batch, objective, noise)
         gen = generator if generator is not None else self.generator(x.device)
         signs = draw_signs((r.shape[0], r.shape[1], 2), gen, r)
         grad = kf_rtrl_estimate(net, r, psi, presynaptic(net, r, x), psi * d_r, signs)

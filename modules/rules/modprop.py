@@ -40,7 +40,7 @@ import torch
 from modules.rules import register
 from modules.rules.base import Estimate, Rule
 from modules.rules.mdgl import NEGLIGIBLE, modulation_ratio, type_averaged
-from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_estimate
+from modules.rules.rtrl import online_pass, presynaptic, with_estimate
 
 log = logging.getLogger("rulescape")
 
@@ -77,8 +77,6 @@ class ModProp(Rule):
 
     def surrogate(self, net, batch, objective, noise=None):
         x = batch[0]
-        with torch.no_grad():
-            h, r = rollout(net, x, noise)
-        loss, y_hat, d_r = readout_part(net, r, batch, objective)
-        grad = modprop_gradient(net, slopes(net, h) * d_r, presynaptic(net, r, x), self.mu)
+        _, r, loss, y_hat, d_r, psi = online_pass(net, batch, objective, noise)
+        grad = modprop_gradient(net, psi * d_r, presynaptic(net, r, x), self.mu)
         return Estimate(with_estimate(net, loss, grad), loss.detach(), y_hat.detach())

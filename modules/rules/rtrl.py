@@ -78,6 +78,15 @@ def readout_part(net, r: torch.Tensor, batch, objective) -> tuple[torch.Tensor, 
     return loss, y_hat, d_r
 
 
+def online_pass(net, batch, objective, noise=None):
+    """The forward-mode rules' common start (RTRL, UORO, KF-RTRL, KeRNL, ModProp): the exact rollout without
+    a graph, the readout part and the slopes. Returns h, r, the objective, y_hat, dL/dr and psi = f'(h)."""
+    with torch.no_grad():
+        h, r = rollout(net, batch[0], noise)
+    loss, y_hat, d_r = readout_part(net, r, batch, objective)
+    return h, r, loss, y_hat, d_r, slopes(net, h)
+
+
 def with_estimate(net, loss: torch.Tensor, theta_grad: torch.Tensor) -> torch.Tensor:
     """loss + a zero-valued term whose gradient is `theta_grad` (N, N + N_in (+ 1)) for the effective W_h,
     W_x and b, taken to the stored parameters by the chain rule (zero diagonal, Dale's signs)."""
@@ -139,10 +148,7 @@ class RTRL(Rule):
     def surrogate(self, net, batch, objective, noise=None):
         x = batch[0]
         self.check_size(x.shape[0], net)
-        with torch.no_grad():
-            h, r = rollout(net, x, noise)
-        loss, y_hat, d_r = readout_part(net, r, batch, objective)
-        psi = slopes(net, h)
+        _, r, loss, y_hat, d_r, psi = online_pass(net, batch, objective, noise)
         grad = rtrl_gradient(net, r, psi, presynaptic(net, r, x), psi * d_r)
         return Estimate(with_estimate(net, loss, grad), loss.detach(), y_hat.detach())
 

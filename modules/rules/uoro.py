@@ -23,7 +23,7 @@ import torch
 
 from modules.rules import register
 from modules.rules.base import Estimate, StochasticRule
-from modules.rules.rtrl import presynaptic, readout_part, rollout, slopes, with_estimate
+from modules.rules.rtrl import online_pass, presynaptic, with_estimate
 
 
 @torch.no_grad()
@@ -85,10 +85,7 @@ class UORO(StochasticRule):
 
     def surrogate(self, net, batch, objective, noise=None, generator=None):
         x = batch[0]
-        with torch.no_grad():
-            h, r = rollout(net, x, noise)
-        loss, y_hat, d_r = readout_part(net, r, batch, objective)
-        psi = slopes(net, h)
+        _, r, loss, y_hat, d_r, psi = online_pass(net, batch, objective, noise)
         gen = generator if generator is not None else self.generator(x.device)
         signs = draw_signs(r.shape, gen, r)
         grad = uoro_estimates(net, r, psi, presynaptic(net, r, x), psi * d_r, signs, per_trial=False)
